@@ -1,0 +1,38 @@
+"""pipeline: config-driven hyperparameter searches over Keras Sequential classifiers.
+
+The public API is small and imported lazily, so `import pipeline` stays fast and
+TensorFlow loads only when a function that needs it is called.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__all__ = [
+    "PipelineError",
+    "load_config",
+    "load_dataset",
+    "build_model",
+    "train",
+    "load_model",
+]
+
+_WHERE = {
+    "PipelineError": "errors",
+    "load_config": "config",
+    "load_dataset": "data",
+    "build_model": "models",
+    "train": "train",
+    "load_model": "persistence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,37 @@
+"""The one place that imports TensorFlow/Keras: lazily, once, without its start-up log noise.
+
+TensorFlow prints C++ log lines (oneDNN notices, absl warnings) straight to file
+descriptor 2 while it loads, before any Python logging setting can reach it. We silence
+fd 2 for the import only; errors still surface as Python exceptions.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+_keras: ModuleType | None = None
+
+
+def keras() -> ModuleType:
+    """The `keras` module, imported quietly on first use."""
+    global _keras
+    if _keras is None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401  (loads the backend under the muted stderr)
+            import keras as keras_module
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+        _keras = keras_module
+    return _keras
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow/Keras at once (`keras.utils.set_random_seed`)."""
+    keras().utils.set_random_seed(seed)
