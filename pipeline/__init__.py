@@ -15,6 +15,7 @@ __all__ = [
     "load_dataset",
     "build_model",
     "train",
+    "run_search",
     "load_model",
 ]
 
@@ -24,6 +25,7 @@ _WHERE = {
     "load_dataset": "data",
     "build_model": "models",
     "train": "train",
+    "run_search": "search",
     "load_model": "persistence",
 }
 

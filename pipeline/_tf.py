@@ -17,7 +17,7 @@ def keras() -> ModuleType:
     """The `keras` module, imported quietly on first use."""
     global _keras
     if _keras is None:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ INFO..ERROR noise (e.g. tf.data NodeDef notices)
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)

@@ -1,0 +1,55 @@
+"""Shared fixtures: seeding, tiny config files, and one tiny search run that several tests read."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.errors import run_cli
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "experiment": "tiny",
+    "seed": 3,
+    "data": {"name": "mnist-sample", "train_samples": 300, "test_samples": 100, "validation_split": 0.1},
+    "model": {"hidden_layers": [16], "dropout": 0.0},
+    "optimizer": {"name": "adam", "learning_rate": 0.01},
+    "training": {"epochs": 2, "batch_size": 32},
+    "cv": {"folds": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+
+
+def write_config(folder: Path, name: str = "tiny.yaml", **sections) -> Path:
+    """A YAML config in `folder`: TINY with `sections` replacing whole top-level keys."""
+    path = folder / name
+    path.write_text(yaml.safe_dump({**TINY, **sections}, sort_keys=False))
+    return path
+
+
+def run_main(main, argv) -> int:
+    """Run a CLI main as the `python -m` entry point does (errors -> exit code 2)."""
+    return run_cli(main, [str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def tiny_search_run(tmp_path_factory):
+    """One small grid search run (4 candidates x 2 folds on 300 digits), shared by read-only tests."""
+    from pipeline.search import main
+
+    folder = tmp_path_factory.mktemp("tiny_search")
+    config = write_config(folder, search={"strategy": "grid", "params": {
+        "model__init_mode": ["zeros", "glorot_uniform"], "batch_size": [16, 32]}})
+    assert run_main(main, ["--config", config, "--output-dir", folder / "outputs", "--quiet"]) == 0
+    (run_dir,) = (folder / "outputs").iterdir()
+    return run_dir

@@ -1,0 +1,132 @@
+"""Searches end to end on tiny data: every strategy, stratification, CSV contents, checkpoints, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import TINY, run_main, write_config
+from sklearn.base import is_classifier
+from sklearn.model_selection import StratifiedKFold, check_cv
+
+from pipeline.config import parse_config
+from pipeline.search import build_estimator, main, plan_search
+
+
+def test_tiny_grid_run_folder(tiny_search_run):
+    results = pd.read_csv(tiny_search_run / "results.csv")
+    assert len(results) == 4 and list(results["rank"]) == sorted(results["rank"])
+    assert {"model__init_mode", "batch_size", "mean_test_score", "std_test_score", "fold0_test_score",
+            "fold1_test_score", "mean_fit_time", "mean_score_time", "error"} <= set(results.columns)
+    assert set(results["model__init_mode"]) == {"zeros", "glorot_uniform"}
+    zeros = results[results["model__init_mode"] == "zeros"]["mean_test_score"]
+    assert zeros.max() < 0.2 < results["mean_test_score"].max()  # all-zero weights cannot learn
+    folds = results[["fold0_test_score", "fold1_test_score"]].to_numpy()
+    assert np.allclose(folds.mean(axis=1), results["mean_test_score"])
+    cv_results = pd.read_csv(tiny_search_run / "cv_results.csv")
+    assert len(cv_results) == 4 and {"params", "rank_test_score", "split1_train_score"} <= set(cv_results.columns)
+
+    run = json.loads((tiny_search_run / "run.json").read_text())
+    assert run["dataset"]["name"] == "mnist-sample" and run["dataset"]["n_train"] == 300
+    assert run["best_params"]["model__init_mode"] == "glorot_uniform" and run["n_folds"] == 2
+    assert {"keras", "scikeras", "scikit-learn"} <= set(run["versions"])
+    metadata = json.loads((tiny_search_run / "best_model" / "metadata.json").read_text())
+    assert metadata["scores"]["test_accuracy"] == run["test_accuracy"]
+    assert metadata["scores"]["cv_mean"] == pytest.approx(results["mean_test_score"].iloc[0])
+    assert metadata["classes"] == list(range(10))
+    assert pd.read_csv(tiny_search_run / "history.csv")["epoch"].tolist() == [0, 1]
+    resolved = (tiny_search_run / "config.yaml").read_text()
+    assert "experiment: tiny" in resolved and "model__init_mode" in resolved
+
+
+def test_classifier_tags_make_cv_stratified():
+    from scikeras.wrappers import KerasClassifier
+
+    estimator = build_estimator(parse_config(TINY))
+    y = np.repeat(np.arange(3), 10)
+    assert is_classifier(estimator)
+    assert isinstance(check_cv(3, y, classifier=is_classifier(estimator)), StratifiedKFold)
+    # The trap this fixes: scikeras' own wrapper is not recognised as a classifier.
+    assert not is_classifier(KerasClassifier())
+
+
+@pytest.mark.parametrize("search, expected_rows", [
+    ({"strategy": "random", "n_iter": 3, "params": {
+        "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.05},
+        "batch_size": [16, 32]}}, 3),
+    ({"strategy": "halving-grid", "factor": 2, "params": {"model__init_mode": ["zeros", "he_normal", "glorot_uniform"]}},
+     3 + 2),
+    ({"strategy": "halving-random", "factor": 2, "n_iter": 2,
+      "params": {"model__dropout": {"distribution": "uniform", "low": 0.0, "high": 0.3}}}, 2 + 1),
+])
+def test_strategies_end_to_end(tmp_path, search, expected_rows, capsys):
+    config = write_config(tmp_path, search=search)
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "out").iterdir()
+    results = pd.read_csv(run_dir / "results.csv")
+    assert len(results) == expected_rows and out.startswith("Best: ")
+    assert out.count("mean=") == expected_rows
+    if search["strategy"].startswith("halving"):
+        assert set(results["n_resources"]) == {1, 2}  # epochs are the resource: 1 epoch, then 2
+        best = json.loads((run_dir / "run.json").read_text())["best_params"]
+        last_round = results[results["iter"] == results["iter"].max()]
+        assert any(all(row[k] == pytest.approx(v) if isinstance(v, float) else row[k] == v for k, v in best.items())
+                   for _, row in last_round.iterrows())
+    else:
+        rates = results["optimizer__learning_rate"]
+        assert rates.between(0.001, 0.05).all() and rates.nunique() == 3
+
+
+def test_dry_run_counts_and_writes_nothing(tmp_path, capsys):
+    config = write_config(tmp_path, search={"strategy": "grid", "params": {
+        "model__init_mode": ["zeros", "he_normal"], "batch_size": [8, 16, 32]}})
+    assert run_main(main, ["--config", config, "--dry-run", "--output-dir", tmp_path / "out", "--set", "cv.folds=4"]) == 0
+    assert "6 candidates x 4 folds + 1 refit = 25 fits" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+    halving = parse_config({**TINY, "training": {"epochs": 9, "batch_size": 8}, "search": {
+        "strategy": "halving-grid", "params": {"model__init_mode": ["zeros", "he_normal", "uniform", "normal",
+                                                                     "ones", "lecun_normal", "he_uniform", "glorot_normal", "orthogonal"]}}})
+    assert plan_search(halving).candidates == (9, 3, 1)
+
+
+def test_failed_candidate_is_recorded_and_ranked_last(tmp_path, capsys):
+    config = write_config(tmp_path, optimizer={"name": "sgd", "learning_rate": 0.05},
+                          schedule={"name": "exponential", "k": 0.1},
+                          search={"strategy": "grid", "params": {"optimizer__decay": [0.0, 0.01]}})
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    failed = results.iloc[-1]
+    assert failed["optimizer__decay"] == 0.01 and failed["mean_test_score"] == ""
+    assert "cannot be combined with optimizer decay" in failed["error"]
+    assert "FAILED: ValueError" in capsys.readouterr().out
+    assert json.loads((run_dir / "run.json").read_text())["failed_candidates"] == {"1": failed["error"]}
+
+
+def test_checkpoints_are_unique_per_candidate_and_fold(tmp_path):
+    config = write_config(tmp_path, callbacks={"checkpoint": {"enabled": True, "monitor": "val_accuracy"}},
+                          search={"strategy": "grid", "params": {"model__init_mode": ["he_normal", "glorot_uniform"]}})
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    # 2 candidates x 2 folds, plus the refit of the best candidate on the whole training split.
+    assert len(files) == 5 and all(name.endswith(".weights.h5") for name in files)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cv.folds=40"], "cv.folds=40 but class"),
+    (["search.params={}"], "empty search space"),
+    (["search.params={model__units: [3]}"], "search.params.model__units: unknown parameter"),
+])
+def test_bad_search_input_exits_2_without_run_folder(tmp_path, capsys, overrides, message):
+    config = write_config(tmp_path, search={"strategy": "grid", "params": {"batch_size": [16]}})
+    args = ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]
+    for override in overrides:
+        args += ["--set", override]
+    assert run_main(main, args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
