@@ -7,8 +7,11 @@ must get its own.
 
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from ._tf import keras as _keras
 from .models import current_learning_rate
@@ -34,6 +37,44 @@ class EpochSchedule(keras.callbacks.LearningRateScheduler):
 
     def _rate(self, epoch: int) -> float:
         return float(self._function(epoch))
+
+
+_stop_requested = threading.Event()
+
+
+@contextmanager
+def graceful_interrupt() -> Iterator[None]:
+    """Turn the first Ctrl-C into a stop at the next training batch; a second one interrupts at once.
+
+    A bare SIGINT raises KeyboardInterrupt wherever Python happens to be, and during Keras'
+    garbage collection that can be a weakref callback, where the exception is printed and
+    swallowed: the search would just go on. Raising it from `StopOnRequest` is reliable.
+    """
+    def request_stop(signum, frame):
+        _stop_requested.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _stop_requested.clear()
+
+
+def raise_if_stop_requested() -> None:
+    if _stop_requested.is_set():
+        raise KeyboardInterrupt
+
+
+class StopOnRequest(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at the end of the batch during which Ctrl-C was pressed."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_stop_requested()
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -66,7 +107,7 @@ def make_callbacks(
     Order matters: the schedule sets the rate before the logger reads it, and the CSV logger
     comes last so each row already holds the learning rate.
     """
-    callbacks: list = []
+    callbacks: list = [StopOnRequest()]
     if lr_schedule != "none":
         callbacks.append(EpochSchedule(lr_schedule, **dict(schedule_params or {})))
     callbacks.append(LearningRateLogger())

@@ -212,6 +212,11 @@ class SearchConfig(_Section):
     resource: Literal["epochs", "n_samples"] = "epochs"
     factor: float = Field(3.0, gt=1)
     min_resources: int | None = Field(None, gt=0)
+    max_consecutive_failures: int | None = Field(10, gt=0)
+    # Fits train in worker processes that a fresh one replaces after this many fits, or once the
+    # worker's memory grew by max_memory_growth (TensorFlow leaks per traced model); 0 = in-process.
+    fits_per_process: int = Field(100, ge=0)
+    max_memory_growth: float = Field(0.10, gt=0)
 
     @field_validator("strategy")
     @classmethod

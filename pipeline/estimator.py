@@ -5,20 +5,26 @@ Parameters keep scikeras' routed names, so a search space reaches the right plac
 (including `decay`, which Keras 3 optimizers no longer take), `lr_schedule` / `lr_schedule__*`,
 `early_stopping` / `early_stopping__*` and `checkpoint` / `checkpoint__*` -> fresh callbacks
 built for every single fit.
+
+With `journal_path` set, every finished fit is journaled (see `pipeline.journal`) and a
+fit already in the journal is *replayed*: not trained again, its recorded scores returned
+by `JournalScorer`. That keeps scikit-learn's orchestration (grid, random, halving, joblib)
+untouched while making a killed search resumable fit by fit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from contextlib import contextmanager
+import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
-from .callbacks import make_callbacks  # first: loads TensorFlow quietly before scikeras imports it
-from .models import build_model
+from .callbacks import make_callbacks, raise_if_stop_requested  # first: loads TensorFlow quietly before scikeras imports it
+from .journal import append_record, journal_index, resident_mb
+from .models import build_model, build_or_reuse_model
 
 from scikeras.wrappers import KerasClassifier  # noqa: E402
 from sklearn.utils import ClassifierTags  # noqa: E402
@@ -29,39 +35,46 @@ class TrainingDiverged(RuntimeError):
 
 
 class CandidateFailed(RuntimeError):
-    """A fit failed; the message starts with `[candidate <key>]` so the search can tell whose error it is.
-
-    scikit-learn reports failed fits only as text (in a FitFailedWarning, also across worker
-    processes); the key ties each reason back to its row of `cv_results_`.
-    """
+    """A fit failed (or replays a failure from the journal); scikit-learn scores it NaN."""
 
 
-_fit_listeners: list[Callable[[], None]] = []
+class SearchAborted(BaseException):
+    """Too many fits failed in a row. A BaseException, so scikit-learn's per-fit
+    `except Exception` lets it through and the run stops."""
 
 
-@contextmanager
-def fit_listener(callback: Callable[[], None]) -> Iterator[None]:
-    """Call `callback()` after every fit in this process ends (success or failure): progress bars."""
-    _fit_listeners.append(callback)
-    try:
-        yield
-    finally:
-        _fit_listeners.remove(callback)
+class RecycleWorker(BaseException):
+    """This process has trained its quota of fits (`limit_new_fits`); a fresh process continues
+    from the journal. TensorFlow leaks memory with every traced training function that no
+    session clearing frees, so long searches train in a series of short-lived processes."""
+
+
+_budget: dict[str, Any] = {"fits_left": None, "memory_growth": None, "baseline_mb": None, "started": 0}
+
+
+def limit_new_fits(count: int | None, memory_growth: float | None = None) -> None:
+    """Let this process train at most `count` more fits (replays are free), and stop once its
+    resident memory has grown by `memory_growth` (a fraction) over its size after its first fit."""
+    _budget.update(fits_left=count, memory_growth=memory_growth, baseline_mb=None, started=0)
+
+
+# Estimator parameters that say where and how to run, not what to train: not part of a candidate's identity.
+RUN_SETTINGS = frozenset({"checkpoint_dir", "journal_path", "max_consecutive_failures", "reuse_models", "verbose"})
 
 
 def candidate_key(estimator, params: dict[str, Any]) -> str:
-    """The key a fit of `estimator` with `params` reports in `CandidateFailed` messages."""
+    """The journal key of `estimator` with `params` set: a hash of every hyperparameter."""
     from sklearn.base import clone
 
     return params_key(_plain_params(clone(estimator).set_params(**params).get_params()))
 
 
 def _plain_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The JSON-able hyperparameters (functions, callbacks and folders left out), numpy scalars as Python."""
+    """The JSON-able hyperparameters (functions, callbacks and run settings left out), numpy scalars as Python."""
     plain = {}
     for name, value in params.items():
         value = value.item() if isinstance(value, np.generic) else value
-        if name != "checkpoint_dir" and (value is None or isinstance(value, (str, bool, int, float, tuple, list))):
+        if name not in RUN_SETTINGS and (value is None or isinstance(value, (str, bool, int, float, tuple, list))):
             plain[name] = list(value) if isinstance(value, tuple) else value
     return plain
 
@@ -81,7 +94,8 @@ def _build_for_scikeras(
     """
     given = dict(hidden_layers=hidden_layers, activation=activation, init_mode=init_mode, bias_init=bias_init,
                  dropout=dropout, l1=l1, l2=l2, bias_l1=bias_l1, bias_l2=bias_l2)
-    return build_model(
+    build = build_or_reuse_model if params.get("reuse_models") else build_model
+    return build(
         n_features=meta["n_features_in_"],
         n_outputs=meta["n_classes_"],
         loss=params["loss"],
@@ -126,6 +140,9 @@ class PipelineClassifier(KerasClassifier):
         checkpoint_dir=None,
         terminate_on_nan=True,
         steps_per_execution=1,
+        journal_path=None,
+        max_consecutive_failures=None,
+        reuse_models=False,
         verbose=0,
         **kwargs,
     ):
@@ -136,6 +153,9 @@ class PipelineClassifier(KerasClassifier):
         self.checkpoint_dir = checkpoint_dir
         self.terminate_on_nan = terminate_on_nan
         self.steps_per_execution = steps_per_execution
+        self.journal_path = journal_path
+        self.max_consecutive_failures = max_consecutive_failures
+        self.reuse_models = reuse_models
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -145,21 +165,47 @@ class PipelineClassifier(KerasClassifier):
         return tags
 
     def fit(self, X, y, sample_weight=None, **kwargs):
-        """Fit; a diverged loss or any error becomes `CandidateFailed` naming this candidate."""
+        """Fit, or replay the journaled result of this very fit; failures are journaled too."""
+        raise_if_stop_requested()
+        self.candidate_key_ = params_key(_plain_params(self.get_params()))
+        self.fold_key_ = _data_key(X, y) if (self.journal_path or self.checkpoint) else None
+        self.replayed_ = journal_index(self.journal_path).lookup(self.candidate_key_, self.fold_key_) \
+            if self.journal_path else None
+        self.failure_ = self.replayed_.get("error") if self.replayed_ else None
+        if self.replayed_ is None:
+            _spend_new_fit()
+            self._fit_or_fail(X, y, sample_weight, **kwargs)
+        return self
+
+    def _fit_or_fail(self, X, y, sample_weight, **kwargs) -> None:
+        """Train. A failure is journaled and kept in `failure_` (scored NaN) when journaling,
+        raised as `CandidateFailed` otherwise."""
+        started = time.perf_counter()
         try:
-            self._data_key = _data_key(X, y) if self.checkpoint else None
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
             losses = self.history_.get("loss", [])
             if losses and not np.isfinite(losses[-1]):
                 raise TrainingDiverged(f"loss became {losses[-1]} in epoch {len(losses)}; lower the learning rate")
         except Exception as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            key = params_key(_plain_params(self.get_params()))
-            raise CandidateFailed(f"[candidate {key}] {type(error).__name__}: {reason}") from error
-        finally:
-            for listener in _fit_listeners:
-                listener()
-        return self
+            text = str(error).strip()
+            reason = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no message'}"
+            if not self.journal_path:
+                raise CandidateFailed(reason) from error
+            self.failure_ = reason
+            self._journal(error=reason, fit_time=time.perf_counter() - started)
+            self._check_failure_streak(reason)
+        self.fit_time_ = time.perf_counter() - started
+
+    def _journal(self, **fields: Any) -> None:
+        append_record(self.journal_path, {
+            "key": self.candidate_key_, "fold": self.fold_key_,
+            "params": {k: v for k, v in _plain_params(self.get_params()).items()}, **fields,
+        })
+
+    def _check_failure_streak(self, reason: str) -> None:
+        limit = self.max_consecutive_failures
+        if limit and journal_index(self.journal_path).trailing_failures() >= limit:
+            raise SearchAborted(f"{limit} fits in a row failed, the last with {reason}")
 
     def _initialize_callbacks(self) -> None:
         """scikeras' own `callbacks`, plus new schedule/early-stopping/checkpoint objects for this fit."""
@@ -179,7 +225,22 @@ class PipelineClassifier(KerasClassifier):
         if self.checkpoint_dir is None:
             raise ValueError("checkpoint=True needs checkpoint_dir, the folder for per-fit checkpoint files")
         candidate = params_key(_plain_params(self.get_params()))
-        return Path(self.checkpoint_dir) / f"ckpt-{candidate}-{self._data_key}.weights.h5"
+        return Path(self.checkpoint_dir) / f"ckpt-{candidate}-{self.fold_key_}.weights.h5"
+
+
+def _spend_new_fit() -> None:
+    """Raise RecycleWorker when this process has used up its budget of new fits or memory."""
+    if _budget["fits_left"] is not None:
+        if _budget["fits_left"] <= 0:
+            raise RecycleWorker
+        _budget["fits_left"] -= 1
+    _budget["started"] += 1
+    growth, rss = _budget["memory_growth"], resident_mb()
+    if growth and rss:
+        if _budget["started"] == 2:  # after one whole fit: TensorFlow and the data are loaded
+            _budget["baseline_mb"] = rss
+        elif _budget["baseline_mb"] and rss > _budget["baseline_mb"] * (1 + growth):
+            raise RecycleWorker
 
 
 def _data_key(X, y) -> str:
@@ -188,3 +249,31 @@ def _data_key(X, y) -> str:
     digest.update(np.ascontiguousarray(X).view(np.uint8).data)
     digest.update(np.ascontiguousarray(y).view(np.uint8).data)
     return digest.hexdigest()[:12]
+
+
+class JournalScorer:
+    """A scikit-learn scorer that journals each fit's scores and returns journaled ones on replay.
+
+    scikit-learn scores the test fold first, then (with `return_train_score`) the training
+    data the estimator was fitted on; the record is complete, and written, after the last one.
+    """
+
+    def __init__(self, scoring: str, train_scores: bool):
+        from sklearn.metrics import get_scorer
+
+        self.scoring, self.train_scores = scoring, train_scores
+        self._scorer = get_scorer(scoring)
+
+    def __call__(self, estimator, X, y, **kwargs) -> float:
+        on_training_data = estimator.fold_key_ is not None and _data_key(X, y) == estimator.fold_key_
+        part = "train_score" if on_training_data else "test_score"
+        if getattr(estimator, "failure_", None):
+            return float("nan")
+        if getattr(estimator, "replayed_", None) is not None:
+            return estimator.replayed_[part]
+        score = float(self._scorer(estimator, X, y, **kwargs))
+        if estimator.journal_path:
+            estimator.scores_ = {**getattr(estimator, "scores_", {}), part: score}
+            if on_training_data or not self.train_scores:
+                estimator._journal(error=None, fit_time=estimator.fit_time_, rss_mb=resident_mb(), **estimator.scores_)
+        return score

@@ -66,6 +66,7 @@ def build_model(
     epsilon: float | None = None,
     steps_per_execution: int = 1,
     clear_session: bool = True,
+    compile: bool = True,
 ):
     """Build and compile `Input -> [Dense -> Dropout] * len(hidden_layers) -> Dense(n_outputs)`.
 
@@ -97,6 +98,8 @@ def build_model(
             layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(n_outputs, activation=output_activation, **dense))
     model = keras.Sequential(layers)
+    if not compile:
+        return model
     model.compile(
         optimizer=build_optimizer(
             optimizer, learning_rate, decay,
@@ -106,6 +109,39 @@ def build_model(
         metrics=list(metrics),
         steps_per_execution=steps_per_execution,
     )
+    return model
+
+
+# Arguments that only decide the initial weights; every other argument shapes the traced graph.
+_WEIGHTS_ONLY = ("init_mode", "bias_init")
+_reusable: dict[str, Any] = {}
+
+
+def build_or_reuse_model(**kwargs: Any):
+    """Like `build_model`, but reuses this process's last compiled model when only the initial
+    weights differ (another fold, initializer, batch size or epoch count).
+
+    Why: TensorFlow keeps memory for every traced training function that no session clearing
+    frees (measured: 1.5-5 MB per model), and tracing costs time in every fit. Reusing the
+    model keeps its traced functions. The result is the same as a fresh build: the weights
+    come from a fresh (uncompiled, untraced) model built with the same random draws, and the
+    optimizer's state is reset to that of a new optimizer.
+    """
+    key = repr(sorted((k, v) for k, v in kwargs.items() if k not in _WEIGHTS_ONLY))
+    model = _reusable.get(key)
+    if model is None:
+        _reusable.clear()
+        model = _reusable[key] = build_model(**kwargs)
+        return model
+    fresh = build_model(**{**kwargs, "compile": False})  # clears the session: same seeds as a first build
+    model.set_weights(fresh.get_weights())
+    for old, new in zip(model.layers, fresh.layers):  # Dropout's random state is not among the weights
+        if hasattr(new, "seed_generator"):
+            old.seed_generator.state.assign(new.seed_generator.state)
+    for variable in model.optimizer.variables:
+        variable.assign(_keras().ops.zeros_like(variable))
+    if not kwargs.get("decay"):
+        model.optimizer.learning_rate = kwargs.get("learning_rate", 0.01)
     return model
 
 

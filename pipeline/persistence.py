@@ -11,6 +11,8 @@ weights file is a clear `PipelineError` rather than a crash.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +26,30 @@ ALLOWED_LAYERS = frozenset({"Sequential", "InputLayer", "Dense", "Dropout"})
 
 
 def save_model(model, folder: str | Path, metadata: dict[str, Any]) -> Path:
-    """Write the four files into `folder` (created here; it must not exist yet)."""
+    """Write the four files into `folder` atomically: built in a temporary sibling, then renamed.
+
+    A crash mid-save leaves no half-written model folder; an existing folder (a resumed
+    run saving again) is replaced only once the new one is complete.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=False, exist_ok=False)
-    write_text_atomic(folder / ARCHITECTURE, model.to_json(indent=2))
-    model.save_weights(folder / WEIGHTS)
-    model.save(folder / NATIVE)
-    write_json_atomic(folder / METADATA, {"format_version": 1, **metadata})
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        write_text_atomic(staging / ARCHITECTURE, model.to_json(indent=2))
+        model.save_weights(staging / WEIGHTS)
+        model.save(staging / NATIVE)
+        write_json_atomic(staging / METADATA, {"format_version": 1, **metadata})
+        staging.chmod(0o755)
+        if folder.exists():
+            retired = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            folder.rename(retired)
+            staging.rename(folder)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return folder
 
 

@@ -12,6 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .runs import save_figure_atomic
+
 _LABELS = {"loss": "loss", "accuracy": "accuracy", "learning_rate": "learning rate"}
 
 
@@ -40,7 +42,5 @@ def save_history_plots(history: pd.DataFrame, folder: str | Path) -> list[Path]:
     written = []
     for metric in ("loss", "accuracy", "learning_rate"):
         if metric in history:
-            path = Path(folder) / f"history_{metric}.png"
-            plot_history(history, metric).savefig(path, dpi=100)
-            written.append(path)
+            written.append(save_figure_atomic(plot_history(history, metric), Path(folder) / f"history_{metric}.png"))
     return written

@@ -24,13 +24,18 @@ def cv_results_frame(cv_results: Mapping[str, Any]) -> pd.DataFrame:
     return frame
 
 
-def tidy_results(cv_results: Mapping[str, Any], errors: Mapping[int, str] | None = None) -> pd.DataFrame:
+def tidy_results(
+    cv_results: Mapping[str, Any],
+    errors: Mapping[int, str] | None = None,
+    fit_times: Mapping[int, float] | None = None,
+) -> pd.DataFrame:
     """One row per candidate, best first: rank, one column per hyperparameter, scores, times, error.
 
     `errors` maps a row index of `cv_results` to the reason its fits failed; such rows have
-    NaN scores and rank last.
+    NaN scores and rank last. `fit_times` (from the journal) replaces the measured mean fit
+    time, which is near zero for fits replayed on resume.
     """
-    errors = errors or {}
+    errors, fit_times = errors or {}, fit_times or {}
     params = list(cv_results["params"])
     names = sorted({name for candidate in params for name in candidate})
     n = len(params)
@@ -48,7 +53,7 @@ def tidy_results(cv_results: Mapping[str, Any], errors: Mapping[int, str] | None
     if "mean_train_score" in cv_results:
         frame["mean_train_score"] = np.asarray(cv_results["mean_train_score"], dtype=float)
         frame["train_test_gap"] = frame["mean_train_score"] - frame["mean_test_score"]
-    frame["mean_fit_time"] = np.asarray(cv_results["mean_fit_time"], dtype=float)
+    frame["mean_fit_time"] = [fit_times.get(i, t) for i, t in enumerate(np.asarray(cv_results["mean_fit_time"], float))]
     frame["mean_score_time"] = np.asarray(cv_results["mean_score_time"], dtype=float)
     frame["error"] = [errors.get(i, "") for i in range(n)]
     frame.insert(0, "rank", _rank(frame))

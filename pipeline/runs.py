@@ -12,10 +12,12 @@ import json
 import os
 import platform
 import tempfile
+import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import PipelineError
 
@@ -43,6 +45,34 @@ def create_run_dir(output_dir: str | Path, experiment: str, now: datetime | None
     raise PipelineError(f"could not create a new run folder in {output_dir}: too many runs named {experiment}-{stamp}")
 
 
+@contextmanager
+def lock_run(run_dir: str | Path, wait_s: float = 10.0) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while training in it (POSIX `flock`).
+
+    Two processes resuming one run would train the same fits twice. The lock dies with its
+    process, so a killed run never stays locked; we wait a little for one that is exiting.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    handle = open(Path(run_dir) / ".lock", "w")
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PipelineError(f"{run_dir} is in use by another running search; wait for it or stop it first") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        handle.close()
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: all or nothing."""
     path = Path(path)
@@ -66,6 +96,21 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
 def write_csv_atomic(frame, path: str | Path, **kwargs: Any) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     write_text_atomic(path, frame.to_csv(index=False, **kwargs))
+
+
+def save_figure_atomic(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG via a temporary file and a rename."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=dpi, format="png")
+        os.chmod(temporary, 0o666 & ~_UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def library_versions() -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 import time
 import warnings
@@ -24,11 +23,10 @@ import numpy as np
 
 from .config import ExperimentConfig, load_config
 from .data import Dataset, load_dataset
-from .errors import PipelineError, run_cli
+from .errors import EXIT_INTERRUPTED, PipelineError, run_cli
 from .runs import create_run_dir, library_versions, utc_now, write_csv_atomic, write_json_atomic, write_text_atomic
 
 DEFAULT_CONFIG = "configs/init_grid.yaml"
-_CANDIDATE_ERROR = re.compile(r"CandidateFailed: \[candidate ([0-9a-f]{12})\] (.+)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", metavar="PATH", help="search on a local .npz file or folder of IDX files")
     parser.add_argument("--output-dir", help="where run folders go (default: output_dir of the config)")
     parser.add_argument("--dry-run", action="store_true", help="print the candidate and fit counts, then exit")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run in its folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
+    parser.add_argument("--max-fits", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -59,26 +60,83 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .train import cli_overrides
 
     args = build_parser().parse_args(argv)
+    if args.worker:
+        return _work(Path(args.worker), args.max_fits)
     args.epochs = None
-    config = load_config(_config_path(args.config), cli_overrides(args), search=True)
+    given = None
+    if args.config or cli_overrides(args) or not args.resume:
+        given = load_config(_config_path(args.config, args.resume), cli_overrides(args), search=True)
+    if args.resume:
+        run_dir = Path(args.resume)
+        config, dataset = resume_run(run_dir, given)
+    else:
+        config = given
     plan = plan_search(config)
     if args.dry_run:
         rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if len(plan.candidates) > 1 else ""
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
               f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
         return 0
-    dataset = load_dataset(config.data, config.seed)
-    outcome = run_search(config, dataset, progress=not args.quiet)
+    if not args.resume:
+        dataset = load_dataset(config.data, config.seed)
+        run_dir = start_run(config, dataset)
+    if config.search.fits_per_process == 0:
+        return _run_here(config, dataset, run_dir, progress=not args.quiet)
+    from .supervisor import supervise
+
+    return supervise(run_dir, plan.fits - 1, config.search.fits_per_process, progress=not args.quiet)
+
+
+def _work(run_dir: Path, max_fits: int | None) -> int:
+    """A worker process of the supervisor: resume the run, train at most `max_fits` new fits."""
+    from .estimator import RecycleWorker, limit_new_fits
+    from .supervisor import EXIT_RECYCLE, exit_with_parent
+
+    exit_with_parent()
+    config, dataset = resume_run(run_dir, None)
+    limit_new_fits(max_fits, config.search.max_memory_growth)
+    try:
+        return _run_here(config, dataset, run_dir, progress=False)
+    except RecycleWorker:
+        return EXIT_RECYCLE
+
+
+def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool) -> int:
+    """Run the search in this process and print the tutorial-style summary."""
+    from .callbacks import graceful_interrupt
+    from .estimator import SearchAborted
+    from .runs import lock_run
+
+    try:
+        with lock_run(run_dir), graceful_interrupt():
+            outcome = run_search(config, dataset, run_dir, progress=progress)
+    except KeyboardInterrupt:
+        mark_run(run_dir, "interrupted")
+        print(f"\ninterrupted: finished fits are kept in {run_dir}/journal.jsonl; continue with\n"
+              f"  python -m pipeline.search --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SearchAborted as error:
+        mark_run(run_dir, "aborted", reason=str(error))
+        print(f"error: search aborted: {error}; fix the config (or raise search.max_consecutive_failures) "
+              f"and start a new run", file=sys.stderr)
+        return 1
     print("\n".join(outcome["summary"]))
+    failed = outcome["failed_candidates"]
+    if failed:
+        print(f"{len(failed)} failed candidate(s):")
+        for candidate, reason in failed.items():
+            print(f"  candidate {candidate}: {reason}")
     print(f"test accuracy of the refitted best model: {outcome['test_accuracy']:.4f} "
-          f"({dataset.name}, {len(dataset.y_test)} test digits)")
-    print(f"run folder: {outcome['run_dir']}")
+          f"({dataset.name}, {len(dataset.y_test)} test samples)")
+    print(f"run folder: {run_dir}")
     return 0
 
 
-def _config_path(given: str | None) -> Path:
+def _config_path(given: str | None, resume: str | None = None) -> Path:
     if given:
         return Path(given)
+    if resume:
+        return Path(resume) / "config.yaml"
     for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
         if (base / DEFAULT_CONFIG).is_file():
             return base / DEFAULT_CONFIG
@@ -155,6 +213,7 @@ def build_estimator(config: ExperimentConfig, checkpoint_dir: Path | None = None
         batch_size=config.training.batch_size,
         validation_split=config.data.validation_split,
         random_state=config.seed,
+        reuse_models=True,
         **fixed,
     )
 
@@ -164,10 +223,12 @@ def build_search(config: ExperimentConfig, estimator, cv):
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the Halving* classes)
     from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV
 
+    from .estimator import JournalScorer
+
     search = config.search
     space = param_space(config)
-    common = dict(scoring=search.scoring or "accuracy", cv=cv, refit=False, error_score=np.nan,
-                  return_train_score=True, n_jobs=1)
+    common = dict(scoring=JournalScorer(search.scoring or "accuracy", train_scores=True), cv=cv, refit=False,
+                  error_score=np.nan, return_train_score=True, n_jobs=1)
     halving = dict(resource=search.resource, factor=search.factor, random_state=config.seed,
                    min_resources=search.min_resources or "smallest")
     if search.resource == "epochs":
@@ -194,50 +255,91 @@ def check_folds(config: ExperimentConfig, dataset: Dataset) -> None:
         )
 
 
-def run_search(config: ExperimentConfig, dataset: Dataset, progress: bool = True) -> dict[str, Any]:
-    """Run the whole search and write the run folder; returns what `run.json` records plus the summary."""
+def start_run(config: ExperimentConfig, dataset: Dataset) -> Path:
+    """Create the run folder (exclusively) with the resolved config and the run's identity."""
+    check_folds(config, dataset)
+    run_dir = create_run_dir(config.output_dir, config.experiment)
+    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    write_json_atomic(run_dir / "run.json", {
+        "kind": "search", "status": "running", "experiment": config.experiment, "started": utc_now(),
+        "identity": run_identity(config, dataset), "dataset": dataset.summary(), "versions": library_versions(),
+    })
+    return run_dir
+
+
+def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[ExperimentConfig, Dataset]:
+    """The saved config and data of `run_dir`, after checking that nothing it depends on has changed.
+
+    The data is the dataset the run really used: a run that fell back to `mnist-sample`
+    resumes on it even if full MNIST has become available since.
+    """
+    import json
+
+    if not run_dir.is_dir():
+        raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
+    for name in ("config.yaml", "run.json"):
+        if not (run_dir / name).is_file():
+            raise PipelineError(f"--resume {run_dir}: {name} is missing; give a run folder written by pipeline.search")
+    saved = load_config(run_dir / "config.yaml", search=True)
+    if config is not None and config != saved:
+        key = _first_difference(saved.model_dump(mode="json"), config.model_dump(mode="json"))
+        raise PipelineError(
+            f"--resume {run_dir}: the given config differs from the run's config.yaml at {key}; "
+            "resume without --config/--set, or start a new run"
+        )
+    recorded = json.loads((run_dir / "run.json").read_text()).get("identity", {})
+    data_config = saved.data
+    if saved.data.name == "mnist" and str(recorded.get("data", "")).startswith("mnist-sample:"):
+        data_config = saved.data.model_copy(update={"name": "mnist-sample"})
+    dataset = load_dataset(data_config, saved.seed)
+    current = run_identity(saved, dataset)
+    for part, what in (("data", "dataset"), ("code", "code version")):
+        if recorded.get(part) != current[part]:
+            raise PipelineError(
+                f"--resume {run_dir}: the {what} differs from the one the run started with "
+                f"({recorded.get(part)} != {current[part]}); start a new run"
+            )
+    return saved, dataset
+
+
+def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None,
+               progress: bool = True) -> dict[str, Any]:
+    """Run (or, in an existing run folder, resume) the search; write results, best model and run.json."""
     import pandas as pd
     from sklearn.model_selection import StratifiedKFold
 
     from . import estimator as estimator_module
+    from .journal import JOURNAL_NAME, JournalProgress, read_journal, repair_journal
     from .persistence import save_model
     from .plots import save_history_plots
     from .results import best_params, cv_results_frame, summary_lines, tidy_results
 
-    check_folds(config, dataset)
-    plan = plan_search(config)
-    started, clock = utc_now(), time.perf_counter()
-    run_dir = create_run_dir(config.output_dir, config.experiment)
-    write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+    run_dir = run_dir or start_run(config, dataset)
+    journal_path = run_dir / JOURNAL_NAME
+    repair_journal(journal_path)
+    clock = time.perf_counter()
     checkpoint_dir = None
     if config.callbacks.checkpoint.enabled:
         checkpoint_dir = run_dir / "checkpoints"
-        checkpoint_dir.mkdir()
-    estimator = build_estimator(config, checkpoint_dir)
+        checkpoint_dir.mkdir(exist_ok=True)
+    estimator = build_estimator(config, checkpoint_dir).set_params(
+        journal_path=str(journal_path), max_consecutive_failures=config.search.max_consecutive_failures)
     cv = StratifiedKFold(n_splits=config.cv.folds, shuffle=config.cv.shuffle,
                          random_state=config.seed if config.cv.shuffle else None)
     search = build_search(config, estimator, cv)
-
-    with _progress_bar(plan, enabled=progress) as tick, estimator_module.fit_listener(tick), \
-            _fit_failure_reports() as failure_reports:
-        try:
-            search.fit(dataset.x_train, dataset.y_train)
-        except ValueError as error:
-            if "fits failed" not in str(error):
-                raise
-            reasons = _fit_errors([str(error)])
-            raise PipelineError(f"every candidate failed, e.g. {next(iter(reasons.values()), str(error)[:200])}") from None
+    with JournalProgress(journal_path, plan_search(config).fits - 1, enabled=progress), _quiet_fit_failures():
+        search.fit(dataset.x_train, dataset.y_train)
 
     cv_results = search.cv_results_
-    reasons = _fit_errors(failure_reports)
     keys = [estimator_module.candidate_key(estimator, params) for params in cv_results["params"]]
-    errors = {i: reasons[key] for i, key in enumerate(keys) if key in reasons}
-    results = tidy_results(cv_results, errors)
+    results = tidy_results(cv_results, **_journal_columns(read_journal(journal_path), keys))
     write_csv_atomic(results, run_dir / "results.csv")
     write_csv_atomic(cv_results_frame(cv_results), run_dir / "cv_results.csv")
 
+    if results["mean_test_score"].isna().all():
+        raise PipelineError(f"every candidate failed, e.g. {results['error'].iloc[0]}; see {run_dir}/results.csv")
     best = best_params(results, cv_results)
-    best_estimator = estimator.set_params(**best)
+    best_estimator = estimator.set_params(journal_path=None, **best)
     best_estimator.fit(dataset.x_train, dataset.y_train)
     test_accuracy = float(np.mean(best_estimator.predict(dataset.x_test) == dataset.y_test))
     history = pd.DataFrame(best_estimator.history_)
@@ -254,16 +356,12 @@ def run_search(config: ExperimentConfig, dataset: Dataset, progress: bool = True
                    "test_accuracy": test_accuracy, "scoring": config.search.scoring or "accuracy"},
         "dataset": dataset.name,
     })
-    summary = summary_lines(results, cv_results)
     failed = results[results["error"] != ""]
     outcome = {
-        "kind": "search",
-        "experiment": config.experiment,
+        **_read_run(run_dir),
+        "status": "finished",
         "strategy": config.search.strategy,
         "seed": config.seed,
-        "dataset": dataset.summary(),
-        "versions": library_versions(),
-        "started": started,
         "finished": utc_now(),
         "wall_time_s": round(time.perf_counter() - clock, 2),
         "n_candidates": int(len(results)),
@@ -275,53 +373,72 @@ def run_search(config: ExperimentConfig, dataset: Dataset, progress: bool = True
         "argv": sys.argv,
     }
     write_json_atomic(run_dir / "run.json", outcome)
-    return {**outcome, "run_dir": str(run_dir), "summary": summary}
+    return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
+
+
+def mark_run(run_dir: Path, status: str, **fields: Any) -> None:
+    """Record in run.json how a run ended when it did not finish (interrupted, aborted)."""
+    write_json_atomic(run_dir / "run.json", {**_read_run(run_dir), "status": status, "stopped": utc_now(), **fields})
+
+
+def run_identity(config: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:
+    """What a resumed run must share with the original: config, data and code."""
+    import hashlib
+
+    from .estimator import _data_key
+
+    source = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        source.update(path.read_bytes())
+    versions = library_versions()
+    return {
+        "config": hashlib.sha256(config.to_yaml().encode()).hexdigest()[:12],
+        "data": f"{dataset.name}:{_data_key(dataset.x_train, dataset.y_train)}:{_data_key(dataset.x_test, dataset.y_test)}",
+        "code": {"pipeline_source": source.hexdigest()[:12],
+                 **{k: versions.get(k) for k in ("pipeline", "keras", "scikeras", "scikit-learn")}},
+    }
+
+
+def _journal_columns(records: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[int, Any]]:
+    """Per cv_results row: the failure reason and the mean fit time as first measured (replays take ~0 s)."""
+    errors, fit_times = {}, {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_key.setdefault(record["key"], []).append(record)
+    for row, key in enumerate(keys):
+        found = by_key.get(key, [])
+        reasons = [r["error"] for r in found if r.get("error")]
+        if reasons:
+            errors[row] = reasons[0]
+        if found:
+            fit_times[row] = float(np.mean([r.get("fit_time", np.nan) for r in found]))
+    return {"errors": errors, "fit_times": fit_times}
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')} ({a!r} in the run, {b!r} given)"
 
 
 @contextmanager
-def _progress_bar(plan: Plan, enabled: bool) -> Iterator:
-    """A tqdm bar over candidate x fold fits (ETA included); silent when disabled or not a TTY."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=plan.fits - 1, unit="fit", desc="search", disable=not enabled or not sys.stderr.isatty(),
-               dynamic_ncols=True, leave=True)
-    try:
-        yield lambda: bar.update(1)
-    finally:
-        bar.close()
-
-
-def _fit_errors(messages: Sequence[str]) -> dict[str, str]:
-    """candidate key -> reason, from scikit-learn's fit-failure reports."""
-    reasons: dict[str, str] = {}
-    for message in messages:
-        for key, reason in _CANDIDATE_ERROR.findall(message):
-            reasons.setdefault(key, reason.strip())
-    return reasons
-
-
-@contextmanager
-def _fit_failure_reports() -> Iterator[list[str]]:
-    """Collect scikit-learn's FitFailedWarning texts (they become the error column) instead of printing them.
-
-    Every other warning is shown as usual.
-    """
+def _quiet_fit_failures() -> Iterator[None]:
+    """Failed fits are reported in results.csv's error column, not as scikit-learn's long warnings."""
     from sklearn.exceptions import FitFailedWarning
 
-    reports: list[str] = []
     with warnings.catch_warnings():
-        warnings.simplefilter("always", FitFailedWarning)
+        warnings.simplefilter("ignore", FitFailedWarning)
         warnings.filterwarnings("ignore", message="One or more of the .* scores are non-finite")
-        show = warnings.showwarning
-
-        def collect(message, category, *args, **kwargs):
-            if issubclass(category, FitFailedWarning):
-                reports.append(str(message))
-            else:
-                show(message, category, *args, **kwargs)
-
-        warnings.showwarning = collect
-        yield reports
+        yield
 
 
 def _plain(value: Any) -> Any:

@@ -78,3 +78,26 @@ def test_load_model_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(PipelineError, match="metadata.json is missing"):
         load_model(tmp_path / "empty")
+
+
+def test_reused_model_trains_exactly_like_a_fresh_one():
+    """build_or_reuse_model keeps the traced model but must start from the same weights, dropout
+    state and optimizer state as a fresh build: the trained weights are bit-identical."""
+    from pipeline._tf import set_seed
+    from pipeline.models import build_model, build_or_reuse_model
+
+    rng = np.random.default_rng(1)
+    x, y = rng.random((64, 20), dtype=np.float32), np.repeat(np.arange(4), 16)
+    args = dict(n_features=20, n_outputs=4, hidden_layers=(16,), dropout=0.3, optimizer="adam", learning_rate=0.01)
+
+    def trained(build, init_mode):
+        set_seed(5)
+        model = build(**args, init_mode=init_mode)
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+        return model, [w.copy() for w in model.get_weights()]
+
+    first, _ = trained(build_or_reuse_model, "he_normal")
+    again, reused = trained(build_or_reuse_model, "glorot_uniform")
+    assert again is first  # the compiled model was reused ...
+    _, fresh = trained(build_model, "glorot_uniform")
+    assert all(np.array_equal(a, b) for a, b in zip(reused, fresh))  # ... and trained identically
