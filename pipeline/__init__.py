@@ -14,7 +14,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "build_model",
-    "train",
+    "train_model",
     "run_search",
     "load_model",
 ]
@@ -24,7 +24,7 @@ _WHERE = {
     "load_config": "config",
     "load_dataset": "data",
     "build_model": "models",
-    "train": "train",
+    "train_model": "train",
     "run_search": "search",
     "load_model": "persistence",
 }

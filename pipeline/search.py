@@ -128,7 +128,7 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
             print(f"  candidate {candidate}: {reason}")
     print(f"test accuracy of the refitted best model: {outcome['test_accuracy']:.4f} "
           f"({dataset.name}, {len(dataset.y_test)} test samples)")
-    print(f"run folder: {run_dir}")
+    print(f"run folder: {run_dir} (report: {run_dir}/report.html)")
     return 0
 
 
@@ -267,20 +267,29 @@ def start_run(config: ExperimentConfig, dataset: Dataset) -> Path:
     return run_dir
 
 
-def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[ExperimentConfig, Dataset]:
-    """The saved config and data of `run_dir`, after checking that nothing it depends on has changed.
+def load_run_dataset(run_dir: Path) -> tuple[ExperimentConfig, Dataset]:
+    """A run's saved config and the dataset it really used: a run that fell back to
+    `mnist-sample` gets `mnist-sample` again, even if full MNIST has become available since."""
+    import json
 
-    The data is the dataset the run really used: a run that fell back to `mnist-sample`
-    resumes on it even if full MNIST has become available since.
-    """
+    for name in ("config.yaml", "run.json"):
+        if not (run_dir / name).is_file():
+            raise PipelineError(f"{run_dir}: {name} is missing; give a run folder written by pipeline.search")
+    saved = load_config(run_dir / "config.yaml", search=True)
+    recorded = json.loads((run_dir / "run.json").read_text()).get("identity", {})
+    data_config = saved.data
+    if saved.data.name == "mnist" and str(recorded.get("data", "")).startswith("mnist-sample:"):
+        data_config = saved.data.model_copy(update={"name": "mnist-sample"})
+    return saved, load_dataset(data_config, saved.seed)
+
+
+def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[ExperimentConfig, Dataset]:
+    """The saved config and data of `run_dir`, after checking that nothing it depends on has changed."""
     import json
 
     if not run_dir.is_dir():
         raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
-    for name in ("config.yaml", "run.json"):
-        if not (run_dir / name).is_file():
-            raise PipelineError(f"--resume {run_dir}: {name} is missing; give a run folder written by pipeline.search")
-    saved = load_config(run_dir / "config.yaml", search=True)
+    saved, dataset = load_run_dataset(run_dir)
     if config is not None and config != saved:
         key = _first_difference(saved.model_dump(mode="json"), config.model_dump(mode="json"))
         raise PipelineError(
@@ -288,10 +297,6 @@ def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[Experime
             "resume without --config/--set, or start a new run"
         )
     recorded = json.loads((run_dir / "run.json").read_text()).get("identity", {})
-    data_config = saved.data
-    if saved.data.name == "mnist" and str(recorded.get("data", "")).startswith("mnist-sample:"):
-        data_config = saved.data.model_copy(update={"name": "mnist-sample"})
-    dataset = load_dataset(data_config, saved.seed)
     current = run_identity(saved, dataset)
     for part, what in (("data", "dataset"), ("code", "code version")):
         if recorded.get(part) != current[part]:
@@ -310,8 +315,10 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
 
     from . import estimator as estimator_module
     from .journal import JOURNAL_NAME, JournalProgress, read_journal, repair_journal
+    from sklearn.metrics import confusion_matrix
+
     from .persistence import save_model
-    from .plots import save_history_plots
+    from .report import write_report
     from .results import best_params, cv_results_frame, summary_lines, tidy_results
 
     run_dir = run_dir or start_run(config, dataset)
@@ -341,11 +348,14 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     best = best_params(results, cv_results)
     best_estimator = estimator.set_params(journal_path=None, **best)
     best_estimator.fit(dataset.x_train, dataset.y_train)
-    test_accuracy = float(np.mean(best_estimator.predict(dataset.x_test) == dataset.y_test))
+    predicted = best_estimator.predict(dataset.x_test)
+    test_accuracy = float(np.mean(predicted == dataset.y_test))
+    confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
+                             index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
+    write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
     history = pd.DataFrame(best_estimator.history_)
     history.insert(0, "epoch", range(len(history)))
     write_csv_atomic(history, run_dir / "history.csv")
-    save_history_plots(history, run_dir)
     best_row = results.iloc[0]
     save_model(best_estimator.model_, run_dir / "best_model", {
         "task": "classification",
@@ -373,6 +383,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "argv": sys.argv,
     }
     write_json_atomic(run_dir / "run.json", outcome)
+    write_report(run_dir)
     return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
 
 

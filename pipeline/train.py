@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = load_config(args.config, cli_overrides(args))
     dataset = load_dataset(config.data, config.seed)
-    result = train(config, dataset, verbose=0 if args.quiet else 2)
+    result = train_model(config, dataset, verbose=0 if args.quiet else 2)
     print(f"run folder: {result['run_dir']}")
     print(f"dataset:    {dataset.name} ({len(dataset.y_train)} train / {len(dataset.y_test)} test)")
     print(f"epochs:     {result['epochs_run']} of {config.training.epochs}")
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def train(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) -> dict[str, Any]:
+def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) -> dict[str, Any]:
     """Train one model as configured; returns the summary that run.json records."""
     import pandas as pd
 

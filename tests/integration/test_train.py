@@ -42,11 +42,11 @@ def test_train_run_writes_history_plots_model_and_metadata(tmp_path, capsys):
 def test_json_and_hdf5_round_trip_predicts_bit_for_bit(tmp_path):
     from pipeline.config import load_config
     from pipeline.data import load_dataset
-    from pipeline.train import train
+    from pipeline.train import train_model
 
     config = load_config(write_config(tmp_path), [f"output_dir={tmp_path / 'out'}"])
     data = load_dataset(config.data, config.seed)
-    result = train(config, data)
+    result = train_model(config, data)
     loaded = load_model(f"{result['run_dir']}/model")
     native = load_model(f"{result['run_dir']}/model", native=True)
     raw = (data.x_test[:32] * 255).round().astype(np.uint8).reshape(-1, 28, 28)
