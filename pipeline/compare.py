@@ -48,7 +48,7 @@ def summary_table(runs: list[RunFiles]) -> pd.DataFrame:
         "strategy": run.config.get("search", {}).get("strategy"),
         "candidates": len(run.results),
         "best CV score": round(run.run.get("best_cv_score", float("nan")), 4),
-        "test accuracy": round(run.run.get("test_accuracy", float("nan")), 4),
+        "test scores": ", ".join(f"{k} {v:.4f}" for k, v in run.run.get("test_scores", {}).items()),
         "wall time (s)": run.run.get("wall_time_s"),
     } for run in runs])
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from . import hyperparams as hp
 from .errors import PipelineError
 
-DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file")
+DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file", "vertical", "spiral", "quadratic")
 STRATEGIES = ("grid", "random", "halving-grid", "halving-random")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
 
@@ -56,6 +56,11 @@ class DataConfig(_Section):
     validation_split: float = Field(0.1, ge=0, lt=1)
     train_samples: int | None = Field(None, gt=0)
     test_samples: int | None = Field(None, gt=0)
+    # Generated sets: points per class (vertical, spiral; default 100) or in all (quadratic; default 1000).
+    samples: int | None = Field(None, gt=0)
+    noise: float | None = Field(None, ge=0)
+    x1_range: tuple[float, float] = (-5.0, 5.0)
+    x2_range: tuple[float, float] = (-10.0, 10.0)
 
     @field_validator("name")
     @classmethod
@@ -99,7 +104,8 @@ class ModelConfig(_Section):
     @field_validator("init_mode", "bias_init")
     @classmethod
     def _known_initializer(cls, name: str) -> str:
-        return _one_of(name, hp.INITIALIZERS, "initializer")
+        hp.parse_initializer(name)
+        return name
 
 
 class OptimizerConfig(_Section):

@@ -39,9 +39,13 @@ class Dataset:
     preprocessing: dict[str, Any]
     source: str
     notes: tuple[str, ...] = field(default=())
+    task: str = "classification"
 
     @property
     def classes(self) -> list[int]:
+        """Class labels; empty for regression."""
+        if self.task != "classification":
+            return []
         return sorted(int(c) for c in np.unique(np.concatenate([self.y_train, self.y_test])))
 
     def summary(self) -> dict[str, Any]:
@@ -55,8 +59,17 @@ class Dataset:
             "n_features": int(self.x_train.shape[1]),
             "classes": self.classes,
             "preprocessing": self.preprocessing,
+            "task": self.task,
             "notes": list(self.notes),
         }
+
+
+REGRESSION_DATASETS = ("quadratic",)
+
+
+def task_of(name: str) -> str:
+    """'regression' or 'classification', known from the dataset name before loading it."""
+    return "regression" if name in REGRESSION_DATASETS else "classification"
 
 
 def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
@@ -145,12 +158,12 @@ def _image_dataset(name, requested, train, test, scale, source, notes=()) -> Dat
     )
 
 
-def _split(images: np.ndarray, labels: np.ndarray, test_size: float, seed: int):
-    """Fixed-seed stratified train/test split for datasets that ship without a test split."""
+def _split(images: np.ndarray, labels: np.ndarray, test_size: float, seed: int, stratify: bool = True):
+    """Fixed-seed train/test split (stratified for classes) for datasets without a test split."""
     from sklearn.model_selection import train_test_split
 
     x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_size, random_state=seed, stratify=labels
+        images, labels, test_size=test_size, random_state=seed, stratify=labels if stratify else None
     )
     return (x_train, y_train), (x_test, y_test)
 
@@ -173,7 +186,7 @@ def _subsample(dataset: Dataset, config: DataConfig, seed: int) -> Dataset:
     for part, limit in (("train", config.train_samples), ("test", config.test_samples)):
         x, y = getattr(dataset, f"x_{part}"), getattr(dataset, f"y_{part}")
         if limit is not None and limit < len(y):
-            stratify = y if dataset.preprocessing.get("task", "classification") == "classification" else None
+            stratify = y if dataset.task == "classification" else None
             try:
                 x, _, y, _ = train_test_split(x, y, train_size=limit, random_state=seed, stratify=stratify)
             except ValueError:
@@ -272,9 +285,72 @@ def _load_idx_folder(folder: Path, config: DataConfig, seed: int) -> Dataset:
     return _image_dataset(folder.name, "file", train, test, 255.0, str(folder))
 
 
+# --- generated toy sets (the seeds' 2-D point clouds and regression problem) ------------------
+
+def vertical_data(samples: int, classes: int, rng: np.random.Generator, noise: float = 0.1):
+    """Classes side by side: class k centred at x = k / classes, all at y = 0.5, Gaussian spread."""
+    labels = np.repeat(np.arange(classes), samples)
+    points = np.c_[rng.standard_normal(len(labels)) * noise + labels / classes,
+                   rng.standard_normal(len(labels)) * noise + 0.5]
+    return points.astype("float32"), labels
+
+
+def spiral_data(samples: int, classes: int, rng: np.random.Generator, noise: float = 0.2):
+    """Interleaved spiral arms, one per class (radius 0..1, angle growing with the radius)."""
+    points, labels = [], []
+    for k in range(classes):
+        radius = np.linspace(0.0, 1, samples)
+        angle = np.linspace(k * 4, (k + 1) * 4, samples) + rng.standard_normal(samples) * noise
+        points.append(np.c_[radius * np.sin(angle * 2.5), radius * np.cos(angle * 2.5)])
+        labels.append(np.full(samples, k))
+    return np.concatenate(points).astype("float32"), np.concatenate(labels)
+
+
+def quadratic_data(samples: int, rng: np.random.Generator, x1_range=(-5.0, 5.0), x2_range=(-10.0, 10.0),
+                   noise: float = 0.5):
+    """y = x1^2 + x2 + noise, x1 and x2 uniform in their ranges."""
+    x1 = rng.uniform(*x1_range, samples)
+    x2 = rng.uniform(*x2_range, samples)
+    target = x1 ** 2 + x2 + rng.standard_normal(samples) * noise
+    return np.c_[x1, x2], target.astype("float32")
+
+
+def _load_toy(config: DataConfig, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    if config.name == "quadratic":
+        inputs, target = quadratic_data(config.samples or 1000, rng, config.x1_range, config.x2_range,
+                                        0.5 if config.noise is None else config.noise)
+        scale = [float(max(abs(v) for v in config.x1_range)), float(max(abs(v) for v in config.x2_range))]
+        train, test = _split(inputs, target, config.test_size, seed, stratify=False)
+        source = f"y = x1^2 + x2 + noise, x1 in {list(config.x1_range)}, x2 in {list(config.x2_range)}"
+        return _table_dataset("quadratic", train, test, scale, source, task="regression")
+    generate = vertical_data if config.name == "vertical" else spiral_data
+    kwargs = {} if config.noise is None else {"noise": config.noise}
+    points, labels = generate(config.samples or 100, 3, rng, **kwargs)
+    train, test = _split(points, labels, config.test_size, seed)
+    return _table_dataset(config.name, train, test, 1.0, f"{config.name} point clouds, 3 classes", task="classification")
+
+
+def _table_dataset(name, train, test, scale, source, task) -> Dataset:
+    """Features that are already a table (no images): scaled per feature by `scale`."""
+    (x_train, y_train), (x_test, y_test) = train, test
+    divide = np.asarray(scale, dtype="float32")
+    label_type = "int64" if task == "classification" else "float32"
+    return Dataset(
+        name=name, requested=name,
+        x_train=(x_train / divide).astype("float32"), y_train=np.asarray(y_train, dtype=label_type),
+        x_test=(x_test / divide).astype("float32"), y_test=np.asarray(y_test, dtype=label_type),
+        preprocessing={"image_shape": [int(x_train.shape[1])], "scale": scale},
+        source=source, task=task,
+    )
+
+
 _LOADERS: dict[str, Callable[[DataConfig, int], Dataset]] = {
     "mnist": _load_mnist,
     "mnist-sample": _load_mnist_sample,
     "digits": _load_digits,
     "file": _load_file,
+    "vertical": _load_toy,
+    "spiral": _load_toy,
+    "quadratic": _load_toy,
 }

@@ -26,8 +26,8 @@ from .callbacks import make_callbacks, raise_if_stop_requested  # first: loads T
 from .journal import append_record, journal_index, resident_mb
 from .models import build_model, build_or_reuse_model
 
-from scikeras.wrappers import KerasClassifier  # noqa: E402
-from sklearn.utils import ClassifierTags  # noqa: E402
+from scikeras.wrappers import KerasClassifier, KerasRegressor  # noqa: E402
+from sklearn.utils import ClassifierTags, RegressorTags  # noqa: E402
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,9 +95,12 @@ def _build_for_scikeras(
     given = dict(hidden_layers=hidden_layers, activation=activation, init_mode=init_mode, bias_init=bias_init,
                  dropout=dropout, l1=l1, l2=l2, bias_l1=bias_l1, bias_l2=bias_l2)
     build = build_or_reuse_model if params.get("reuse_models") else build_model
+    regression = meta.get("target_type_") == "continuous"
     return build(
         n_features=meta["n_features_in_"],
-        n_outputs=meta["n_classes_"],
+        n_outputs=meta.get("n_outputs_expected_", 1) if regression else meta["n_classes_"],
+        output_activation="linear" if regression else "softmax",
+        metrics=() if regression else ("accuracy",),
         loss=params["loss"],
         optimizer=params["optimizer"],
         **routed(params, "optimizer"),
@@ -118,21 +121,16 @@ def params_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-class PipelineClassifier(KerasClassifier):
-    """`KerasClassifier` over `build_model`, tagged as a classifier so CV is stratified.
+class _PipelineWrapper:
+    """What both wrappers add to scikeras: extra routing prefixes, per-fit callbacks, the
+    journal (record, replay, failure streak) and the process's fit budget."""
 
-    scikeras 0.13 predates scikit-learn's `__sklearn_tags__`, so `is_classifier()` is
-    False for it and `cv=3` silently means unstratified KFold; `__sklearn_tags__` below
-    restores the classifier tags. Callbacks are created anew in every fit.
-    """
-
-    _routing_prefixes = KerasClassifier._routing_prefixes | {"lr_schedule", "early_stopping", "checkpoint"}
+    _extra_prefixes = {"lr_schedule", "early_stopping", "checkpoint"}
 
     def __init__(
         self,
         model=_build_for_scikeras,
         *,
-        loss="sparse_categorical_crossentropy",
         optimizer="sgd",
         lr_schedule="none",
         early_stopping=False,
@@ -146,7 +144,7 @@ class PipelineClassifier(KerasClassifier):
         verbose=0,
         **kwargs,
     ):
-        super().__init__(model=model, loss=loss, optimizer=optimizer, verbose=verbose, **kwargs)
+        super().__init__(model=model, optimizer=optimizer, verbose=verbose, **kwargs)
         self.lr_schedule = lr_schedule
         self.early_stopping = early_stopping
         self.checkpoint = checkpoint
@@ -156,13 +154,6 @@ class PipelineClassifier(KerasClassifier):
         self.journal_path = journal_path
         self.max_consecutive_failures = max_consecutive_failures
         self.reuse_models = reuse_models
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags()
-        tags.target_tags.required = True
-        return tags
 
     def fit(self, X, y, sample_weight=None, **kwargs):
         """Fit, or replay the journaled result of this very fit; failures are journaled too."""
@@ -228,6 +219,43 @@ class PipelineClassifier(KerasClassifier):
         return Path(self.checkpoint_dir) / f"ckpt-{candidate}-{self.fold_key_}.weights.h5"
 
 
+class PipelineClassifier(_PipelineWrapper, KerasClassifier):
+    """`KerasClassifier` over `build_model`, tagged as a classifier so CV is stratified.
+
+    scikeras 0.13 predates scikit-learn's `__sklearn_tags__`, so `is_classifier()` is
+    False for it and `cv=3` silently means unstratified KFold; `__sklearn_tags__` below
+    restores the classifier tags. Callbacks are created anew in every fit.
+    """
+
+    _routing_prefixes = KerasClassifier._routing_prefixes | _PipelineWrapper._extra_prefixes
+
+    def __init__(self, model=_build_for_scikeras, *, loss="sparse_categorical_crossentropy", **kwargs):
+        super().__init__(model=model, loss=loss, **kwargs)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.target_tags.required = True
+        return tags
+
+
+class PipelineRegressor(_PipelineWrapper, KerasRegressor):
+    """`KerasRegressor` over `build_model` (linear output, MSE loss), tagged as a regressor."""
+
+    _routing_prefixes = KerasRegressor._routing_prefixes | _PipelineWrapper._extra_prefixes
+
+    def __init__(self, model=_build_for_scikeras, *, loss="mse", **kwargs):
+        super().__init__(model=model, loss=loss, **kwargs)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "regressor"
+        tags.regressor_tags = RegressorTags()
+        tags.target_tags.required = True
+        return tags
+
+
 def _spend_new_fit() -> None:
     """Raise RecycleWorker when this process has used up its budget of new fits or memory."""
     if _budget["fits_left"] is not None:
@@ -254,26 +282,31 @@ def _data_key(X, y) -> str:
 class JournalScorer:
     """A scikit-learn scorer that journals each fit's scores and returns journaled ones on replay.
 
-    scikit-learn scores the test fold first, then (with `return_train_score`) the training
-    data the estimator was fitted on; the record is complete, and written, after the last one.
+    `metrics` maps names to scikit-learn scorer names; the first is the primary score. With one
+    metric it returns a number, with several a dict (scikit-learn's multi-metric scoring).
+    scikit-learn scores the test fold first, then (with `return_train_score`) the training data
+    the estimator was fitted on; the record is complete, and written, after the last one.
     """
 
-    def __init__(self, scoring: str, train_scores: bool):
+    def __init__(self, metrics: dict[str, str], train_scores: bool):
         from sklearn.metrics import get_scorer
 
-        self.scoring, self.train_scores = scoring, train_scores
-        self._scorer = get_scorer(scoring)
+        self.metrics, self.train_scores = dict(metrics), train_scores
+        self._scorers = {name: get_scorer(scoring) for name, scoring in self.metrics.items()}
 
-    def __call__(self, estimator, X, y, **kwargs) -> float:
+    def __call__(self, estimator, X, y, **kwargs):
         on_training_data = estimator.fold_key_ is not None and _data_key(X, y) == estimator.fold_key_
-        part = "train_score" if on_training_data else "test_score"
+        part = "train" if on_training_data else "test"
         if getattr(estimator, "failure_", None):
-            return float("nan")
-        if getattr(estimator, "replayed_", None) is not None:
-            return estimator.replayed_[part]
-        score = float(self._scorer(estimator, X, y, **kwargs))
-        if estimator.journal_path:
-            estimator.scores_ = {**getattr(estimator, "scores_", {}), part: score}
-            if on_training_data or not self.train_scores:
-                estimator._journal(error=None, fit_time=estimator.fit_time_, rss_mb=resident_mb(), **estimator.scores_)
-        return score
+            scores = {name: float("nan") for name in self.metrics}
+        elif getattr(estimator, "replayed_", None) is not None:
+            scores = estimator.replayed_[f"{part}_scores"]
+        else:
+            scores = {name: float(scorer(estimator, X, y, **kwargs)) for name, scorer in self._scorers.items()}
+            if estimator.journal_path:
+                estimator.scores_ = {**getattr(estimator, "scores_", {}), f"{part}_scores": scores}
+                if on_training_data or not self.train_scores:
+                    history = {k: [float(v) for v in values] for k, values in estimator.history_.items()}
+                    estimator._journal(error=None, fit_time=estimator.fit_time_, rss_mb=resident_mb(),
+                                       history=history, **estimator.scores_)
+        return scores if len(self.metrics) > 1 else next(iter(scores.values()))

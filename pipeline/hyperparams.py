@@ -12,6 +12,9 @@ INITIALIZERS = (
     "he_normal", "he_uniform", "lecun_normal", "random_normal", "random_uniform",
     "truncated_normal", "orthogonal",
 )
+# Parameterised initializers, written like calls: "uniform(-10, 10)", "normal(0, 0.5)", "constant(2)".
+INITIALIZER_CALLS = {"uniform": ("minval", "maxval"), "normal": ("mean", "stddev"), "constant": ("value",)}
+
 ACTIVATIONS = (
     "relu", "tanh", "sigmoid", "elu", "selu", "softplus", "gelu", "swish", "silu",
     "leaky_relu", "relu6", "mish", "hard_sigmoid", "linear",
@@ -44,6 +47,31 @@ CHECKPOINT_ARGS = ("monitor", "mode")
 
 # Parameters of the fit itself that a search may vary.
 FIT_PARAMS = ("batch_size", "epochs")
+
+
+def parse_initializer(spec: str) -> tuple[str, dict[str, float]]:
+    """`"uniform(-10, 10)"` -> `("uniform", {"minval": -10.0, "maxval": 10.0})`; a plain name -> `(name, {})`.
+
+    Raises ValueError naming the accepted forms when `spec` is neither.
+    """
+    spec = str(spec).strip()
+    if "(" not in spec:
+        if spec not in INITIALIZERS:
+            raise ValueError(f"unknown initializer '{spec}'; choose one of {', '.join(INITIALIZERS)}, "
+                             "or uniform(low, high), normal(mean, std), constant(value)")
+        return spec, {}
+    name, _, rest = spec.partition("(")
+    name, names = name.strip(), INITIALIZER_CALLS.get(name.strip())
+    try:
+        values = [float(v) for v in rest.rstrip(")").split(",")] if rest.endswith(")") else None
+    except ValueError:
+        values = None
+    if names is None or values is None or len(values) != len(names):
+        raise ValueError(f"initializer '{spec}' not understood; write uniform(low, high), normal(mean, std) "
+                         "or constant(value)")
+    if name == "uniform" and values[0] >= values[1]:
+        raise ValueError(f"initializer '{spec}': low must be below high")
+    return name, dict(zip(names, values))
 
 
 def searchable_names() -> frozenset[str]:

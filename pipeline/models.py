@@ -77,18 +77,16 @@ def build_model(
     keras = _keras()
     if clear_session:
         keras.backend.clear_session(free_memory=True)
-    for name, value, allowed in (("init_mode", init_mode, hp.INITIALIZERS), ("bias_init", bias_init, hp.INITIALIZERS),
-                                 ("activation", activation, hp.ACTIVATIONS)):
-        if value not in allowed:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    if activation not in hp.ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(hp.ACTIVATIONS)}")
 
     def penalty(a: float, b: float):
         return keras.regularizers.L1L2(l1=a, l2=b) if (a or b) else None
 
     layers: list = [keras.Input(shape=(n_features,))]
     dense = dict(
-        kernel_initializer=init_mode,
-        bias_initializer=bias_init,
+        kernel_initializer=_initializer(init_mode),
+        bias_initializer=_initializer(bias_init),
         kernel_regularizer=penalty(l1, l2),
         bias_regularizer=penalty(bias_l1, bias_l2),
     )
@@ -110,6 +108,17 @@ def build_model(
         steps_per_execution=steps_per_execution,
     )
     return model
+
+
+def _initializer(spec: str):
+    """A Keras initializer from a name ("he_normal") or a call ("uniform(-10, 10)", "constant(2)")."""
+    keras = _keras()
+    name, args = hp.parse_initializer(spec)
+    if not args:
+        return name
+    classes = {"uniform": keras.initializers.RandomUniform, "normal": keras.initializers.RandomNormal,
+               "constant": keras.initializers.Constant}
+    return classes[name](**args)
 
 
 # Arguments that only decide the initial weights; every other argument shapes the traced graph.

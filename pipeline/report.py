@@ -95,6 +95,7 @@ class RunFiles:
         self.run = json.loads((run_dir / "run.json").read_text())
         self.config = yaml.safe_load((run_dir / "config.yaml").read_text())
         self.history = _optional_csv(run_dir / "history.csv")
+        self.fit_histories = _optional_csv(run_dir / "fit_histories.csv")
         confusion = _optional_csv(run_dir / "confusion_matrix.csv")
         self.confusion = confusion.set_index("true") if confusion is not None else None
 
@@ -128,9 +129,11 @@ def report_blocks(run: RunFiles) -> list[Block]:
 
     blocks.append(Heading("Best model"))
     best = info.get("best_params", {})
+    tests = info.get("test_scores", {}) or {"accuracy": info.get("test_accuracy", float("nan"))}
     blocks.append(Text(
-        f"Best parameters: `{best}`; mean CV score {info.get('best_cv_score', float('nan')):.4f}; "
-        f"test accuracy of the model refitted on the whole training split: **{info.get('test_accuracy', float('nan')):.4f}**."
+        f"Best parameters: `{best}`; mean CV {info.get('scoring', 'score')} {info.get('best_cv_score', float('nan')):.4f}. "
+        "On the test split, refitted on the whole training split: "
+        + ", ".join(f"{name} **{value:.4f}**" for name, value in tests.items()) + "."
     ))
     if run.confusion is not None:
         blocks.append(Table(run.confusion.rename_axis("true \\ predicted").reset_index()))
@@ -146,6 +149,11 @@ def report_blocks(run: RunFiles) -> list[Block]:
             if scored[row].nunique() > 1 and scored[column].nunique() > 1:
                 blocks.append(_plot(run, f"heatmap_{row}__{column}", f"Best mean CV score by {row} and {column}",
                                     plots.plot_param_heatmap(scored, row, column)))
+    if run.fit_histories is not None and len(run.fit_histories):
+        for param in run.params:
+            if 2 <= scored[param].nunique() <= 10:
+                blocks.append(_plot(run, f"loss_curves_{param}", f"Training loss per epoch by {param}",
+                                    plots.plot_loss_curves(run.fit_histories, scored, param)))
     if "iter" in results:
         blocks.append(_plot(run, "halving_rounds", "Score per successive-halving round",
                             plots.plot_halving_rounds(scored, search.get("resource", "epochs"))))
@@ -158,13 +166,21 @@ def report_blocks(run: RunFiles) -> list[Block]:
 
 
 def leaderboard(results: pd.DataFrame, params: list[str]) -> pd.DataFrame:
-    """rank, the hyperparameters, and 'mean ± std' per candidate, best first."""
+    """rank, the hyperparameters, 'mean ± std' per candidate (and of any further metric), and the
+    gap between training and validation (CV) score that shows overfitting; best first."""
     table = results[["rank", *[c for c in ("iter", "n_resources") if c in results], *params]].copy()
-    table["mean ± std"] = [
-        f"{m:.4f} ± {s:.4f}" if pd.notna(m) else "failed"
-        for m, s in zip(results["mean_test_score"], results["std_test_score"])
-    ]
+    table["mean ± std"] = _mean_std(results["mean_test_score"], results["std_test_score"])
+    for column in results.columns:
+        if column.startswith("mean_test_") and column != "mean_test_score":
+            metric = column.removeprefix("mean_test_")
+            table[f"{metric} mean ± std"] = _mean_std(results[column], results[f"std_test_{metric}"])
+    if "train_test_gap" in results:
+        table["train − validation gap"] = [f"{g:+.4f}" if pd.notna(g) else "" for g in results["train_test_gap"]]
     return table
+
+
+def _mean_std(means: pd.Series, stds: pd.Series) -> list[str]:
+    return [f"{m:.4f} ± {s:.4f}" if pd.notna(m) else "failed" for m, s in zip(means, stds)]
 
 
 def render_markdown(blocks: list[Block], run_dir: Path) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,16 +24,31 @@ def cv_results_frame(cv_results: Mapping[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def primary_view(cv_results: Mapping[str, Any], primary: str) -> dict[str, Any]:
+    """Multi-metric `cv_results_` with the `primary` metric's keys renamed to the single-metric
+    names (`mean_test_score`, `split0_test_score`, ...); other metrics keep their names."""
+    renamed = {}
+    for key, values in cv_results.items():
+        for part in ("test", "train"):
+            suffix = f"_{part}_{primary}"
+            if key.endswith(suffix):
+                key = key[: -len(suffix)] + f"_{part}_score"
+        renamed[key] = values
+    return renamed
+
+
 def tidy_results(
     cv_results: Mapping[str, Any],
     errors: Mapping[int, str] | None = None,
     fit_times: Mapping[int, float] | None = None,
+    extra_metrics: Sequence[str] = (),
 ) -> pd.DataFrame:
     """One row per candidate, best first: rank, one column per hyperparameter, scores, times, error.
 
     `errors` maps a row index of `cv_results` to the reason its fits failed; such rows have
     NaN scores and rank last. `fit_times` (from the journal) replaces the measured mean fit
-    time, which is near zero for fits replayed on resume.
+    time, which is near zero for fits replayed on resume. `extra_metrics` (of a multi-metric
+    search, after `primary_view`) get their mean and std test scores as columns too.
     """
     errors, fit_times = errors or {}, fit_times or {}
     params = list(cv_results["params"])
@@ -50,6 +65,9 @@ def tidy_results(
     splits = sorted((int(m.group(1)), key) for key in cv_results if (m := _SPLIT_SCORE.fullmatch(key)))
     for index, key in splits:
         frame[f"fold{index}_test_score"] = np.asarray(cv_results[key], dtype=float)
+    for metric in extra_metrics:
+        for stat in ("mean", "std"):
+            frame[f"{stat}_test_{metric}"] = np.asarray(cv_results[f"{stat}_test_{metric}"], dtype=float)
     if "mean_train_score" in cv_results:
         frame["mean_train_score"] = np.asarray(cv_results["mean_train_score"], dtype=float)
         frame["train_test_gap"] = frame["mean_train_score"] - frame["mean_test_score"]

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from .config import ExperimentConfig, load_config
-from .data import Dataset, load_dataset
+from .data import Dataset, load_dataset, task_of
 from .errors import EXIT_INTERRUPTED, PipelineError, run_cli
 from .runs import create_run_dir, library_versions, utc_now, write_csv_atomic, write_json_atomic, write_text_atomic
 
@@ -126,8 +126,8 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
         print(f"{len(failed)} failed candidate(s):")
         for candidate, reason in failed.items():
             print(f"  candidate {candidate}: {reason}")
-    print(f"test accuracy of the refitted best model: {outcome['test_accuracy']:.4f} "
-          f"({dataset.name}, {len(dataset.y_test)} test samples)")
+    scores = ", ".join(f"{name} {value:.4f}" for name, value in outcome["test_scores"].items())
+    print(f"test {scores} of the refitted best model ({dataset.name}, {len(dataset.y_test)} test samples)")
     print(f"run folder: {run_dir} (report: {run_dir}/report.html)")
     return 0
 
@@ -192,7 +192,7 @@ def plan_search(config: ExperimentConfig) -> Plan:
 
 def build_estimator(config: ExperimentConfig, checkpoint_dir: Path | None = None):
     """`PipelineClassifier` holding the config's fixed settings under their routed names."""
-    from .estimator import PipelineClassifier
+    from .estimator import PipelineClassifier, PipelineRegressor
 
     callbacks = config.callbacks
     fixed: dict[str, Any] = {f"model__{k}": v for k, v in config.model.model_dump().items()}
@@ -201,7 +201,8 @@ def build_estimator(config: ExperimentConfig, checkpoint_dir: Path | None = None
     fixed.update({f"lr_schedule__{k}": v for k, v in config.schedule.kwargs().items()})
     fixed.update({f"early_stopping__{k}": v for k, v in callbacks.early_stopping.kwargs().items()})
     fixed.update({f"checkpoint__{k}": v for k, v in callbacks.checkpoint.kwargs().items()})
-    return PipelineClassifier(
+    wrapper = PipelineRegressor if task_of(config.data.name) == "regression" else PipelineClassifier
+    return wrapper(
         optimizer=config.optimizer.name,
         lr_schedule=config.schedule.name,
         early_stopping=callbacks.early_stopping.enabled,
@@ -227,7 +228,7 @@ def build_search(config: ExperimentConfig, estimator, cv):
 
     search = config.search
     space = param_space(config)
-    common = dict(scoring=JournalScorer(search.scoring or "accuracy", train_scores=True), cv=cv, refit=False,
+    common = dict(scoring=JournalScorer(scoring_metrics(config), train_scores=True), cv=cv, refit=False,
                   error_score=np.nan, return_train_score=True, n_jobs=1)
     halving = dict(resource=search.resource, factor=search.factor, random_state=config.seed,
                    min_resources=search.min_resources or "smallest")
@@ -242,9 +243,26 @@ def build_search(config: ExperimentConfig, estimator, cv):
     return HalvingRandomSearchCV(estimator, space, n_candidates=search.n_iter, **common, **halving)
 
 
+def scoring_metrics(config: ExperimentConfig) -> dict[str, str]:
+    """Metric name -> scikit-learn scorer, primary first: accuracy for classes; negative MSE and R^2
+    for regression (halving, which ranks by one score only, gets the primary alone)."""
+    if task_of(config.data.name) == "classification":
+        primary = config.search.scoring or "accuracy"
+        return {primary: primary}
+    primary = config.search.scoring or "neg_mean_squared_error"
+    metrics = {primary: primary}
+    if primary != "r2" and not config.search.strategy.startswith("halving"):
+        metrics["r2"] = "r2"
+    return metrics
+
+
 # --- running ------------------------------------------------------------------------------------
 
 def check_folds(config: ExperimentConfig, dataset: Dataset) -> None:
+    if dataset.task != "classification":
+        if config.cv.folds > len(dataset.y_train):
+            raise PipelineError(f"cv.folds={config.cv.folds} but only {len(dataset.y_train)} training samples; lower cv.folds")
+        return
     counts = np.bincount(dataset.y_train)
     smallest = int(counts[counts > 0].min())
     if config.cv.folds > smallest:
@@ -311,15 +329,13 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
                progress: bool = True) -> dict[str, Any]:
     """Run (or, in an existing run folder, resume) the search; write results, best model and run.json."""
     import pandas as pd
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     from . import estimator as estimator_module
     from .journal import JOURNAL_NAME, JournalProgress, read_journal, repair_journal
-    from sklearn.metrics import confusion_matrix
-
     from .persistence import save_model
     from .report import write_report
-    from .results import best_params, cv_results_frame, summary_lines, tidy_results
+    from .results import best_params, cv_results_frame, primary_view, summary_lines, tidy_results
 
     run_dir = run_dir or start_run(config, dataset)
     journal_path = run_dir / JOURNAL_NAME
@@ -331,39 +347,39 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         checkpoint_dir.mkdir(exist_ok=True)
     estimator = build_estimator(config, checkpoint_dir).set_params(
         journal_path=str(journal_path), max_consecutive_failures=config.search.max_consecutive_failures)
-    cv = StratifiedKFold(n_splits=config.cv.folds, shuffle=config.cv.shuffle,
-                         random_state=config.seed if config.cv.shuffle else None)
+    splitter = StratifiedKFold if dataset.task == "classification" else KFold
+    cv = splitter(n_splits=config.cv.folds, shuffle=config.cv.shuffle,
+                  random_state=config.seed if config.cv.shuffle else None)
     search = build_search(config, estimator, cv)
     with JournalProgress(journal_path, plan_search(config).fits - 1, enabled=progress), _quiet_fit_failures():
         search.fit(dataset.x_train, dataset.y_train)
 
-    cv_results = search.cv_results_
+    primary, *extra_metrics = scoring_metrics(config)
+    cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_
     keys = [estimator_module.candidate_key(estimator, params) for params in cv_results["params"]]
-    results = tidy_results(cv_results, **_journal_columns(read_journal(journal_path), keys))
+    records = read_journal(journal_path)
+    results = tidy_results(cv_results, **_journal_columns(records, keys), extra_metrics=extra_metrics)
     write_csv_atomic(results, run_dir / "results.csv")
-    write_csv_atomic(cv_results_frame(cv_results), run_dir / "cv_results.csv")
+    write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
+    write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
 
     if results["mean_test_score"].isna().all():
         raise PipelineError(f"every candidate failed, e.g. {results['error'].iloc[0]}; see {run_dir}/results.csv")
     best = best_params(results, cv_results)
     best_estimator = estimator.set_params(journal_path=None, **best)
     best_estimator.fit(dataset.x_train, dataset.y_train)
-    predicted = best_estimator.predict(dataset.x_test)
-    test_accuracy = float(np.mean(predicted == dataset.y_test))
-    confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
-                             index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
-    write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
+    test_scores = _test_scores(best_estimator, dataset, run_dir)
     history = pd.DataFrame(best_estimator.history_)
     history.insert(0, "epoch", range(len(history)))
     write_csv_atomic(history, run_dir / "history.csv")
     best_row = results.iloc[0]
     save_model(best_estimator.model_, run_dir / "best_model", {
-        "task": "classification",
+        "task": dataset.task,
         "preprocessing": dataset.preprocessing,
         "classes": dataset.classes,
         "hyperparameters": {k: _plain(v) for k, v in best.items()},
         "scores": {"cv_mean": float(best_row["mean_test_score"]), "cv_std": float(best_row["std_test_score"]),
-                   "test_accuracy": test_accuracy, "scoring": config.search.scoring or "accuracy"},
+                   "scoring": primary, **{f"test_{k}": v for k, v in test_scores.items()}},
         "dataset": dataset.name,
     })
     failed = results[results["error"] != ""]
@@ -376,15 +392,47 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "wall_time_s": round(time.perf_counter() - clock, 2),
         "n_candidates": int(len(results)),
         "n_folds": config.cv.folds,
+        "scoring": primary,
         "failed_candidates": {str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
         "best_params": {k: _plain(v) for k, v in best.items()},
         "best_cv_score": float(best_row["mean_test_score"]),
-        "test_accuracy": test_accuracy,
+        "test_scores": test_scores,
+        **({"test_accuracy": test_scores["accuracy"]} if "accuracy" in test_scores else {}),
         "argv": sys.argv,
     }
     write_json_atomic(run_dir / "run.json", outcome)
     write_report(run_dir)
     return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
+
+
+def _test_scores(estimator, dataset: Dataset, run_dir: Path) -> dict[str, float]:
+    """The refitted best model on the held-out test split (and its confusion matrix, for classes)."""
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, mean_squared_error, r2_score
+
+    predicted = estimator.predict(dataset.x_test)
+    if dataset.task == "regression":
+        return {"mse": float(mean_squared_error(dataset.y_test, predicted)), "r2": float(r2_score(dataset.y_test, predicted))}
+    confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
+                             index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
+    write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
+    return {"accuracy": float(np.mean(predicted == dataset.y_test))}
+
+
+def fit_histories(records: list[dict[str, Any]], keys: list[str]):
+    """Per-epoch training curves of every journaled fit: candidate, fold, epoch, loss, ..."""
+    import pandas as pd
+
+    rows_of = {key: row for row, key in enumerate(keys)}
+    frames = []
+    for record in records:
+        if record["key"] in rows_of and record.get("history"):
+            frame = pd.DataFrame(record["history"])
+            frame.insert(0, "epoch", range(len(frame)))
+            frame.insert(0, "fold", record["fold"])
+            frame.insert(0, "candidate", rows_of[record["key"]])
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["candidate", "fold", "epoch"])
 
 
 def mark_run(run_dir: Path, status: str, **fields: Any) -> None:

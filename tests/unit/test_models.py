@@ -59,7 +59,7 @@ def test_foreign_optimizer_arguments_are_rejected():
         build_optimizer("adam", momentum=0.9)
     with pytest.raises(ValueError, match="unknown optimizer"):
         build_optimizer("adadelta")
-    with pytest.raises(ValueError, match="unknown init_mode"):
+    with pytest.raises(ValueError, match="unknown initializer .nope."):
         build_model(n_features=2, n_outputs=2, init_mode="nope")
 
 
