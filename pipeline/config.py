@@ -234,6 +234,13 @@ class SearchConfig(_Section):
         return self.params if isinstance(self.params, list) else [self.params]
 
 
+class ReportConfig(_Section):
+    """Extra report figures: training-loss curves of the best candidate per combination of these
+    parameters (e.g. [optimizer, optimizer__momentum, optimizer__nesterov]: one line per optimizer)."""
+
+    curves_by: list[str] = Field(default_factory=list)
+
+
 class ExperimentConfig(_Section):
     """One experiment file: the fixed settings plus, for a search, the space to search."""
 
@@ -248,6 +255,7 @@ class ExperimentConfig(_Section):
     callbacks: CallbacksConfig = CallbacksConfig()
     cv: CVConfig = CVConfig()
     search: SearchConfig = SearchConfig()
+    report: ReportConfig = ReportConfig()
 
     @field_validator("experiment")
     @classmethod

@@ -137,25 +137,35 @@ def _sort_key(values: pd.Index | pd.Series) -> pd.Index | pd.Series:
     return numeric if not numeric.isna().any() else values.astype(str)
 
 
-def plot_loss_curves(histories: pd.DataFrame, results: pd.DataFrame, param: str, metric: str = "loss") -> Figure:
-    """Training `metric` per epoch of the best candidate for each value of `param` (mean over folds):
-    e.g. one line per learning rate, or per optimizer."""
+def plot_loss_curves(histories: pd.DataFrame, results: pd.DataFrame, params: str | list[str],
+                     metric: str = "loss") -> Figure:
+    """Training `metric` per epoch of the best candidate for each value (or combination of values)
+    of `params`, averaged over folds: e.g. one line per learning rate, or per optimizer variant."""
+    params = [params] if isinstance(params, str) else list(params)
     figure = Figure(figsize=(7.5, 4.2), layout="constrained")
     axes = figure.add_subplot()
     scored = results.dropna(subset=["mean_test_score"])
-    best = scored.sort_values("mean_test_score", ascending=False).drop_duplicates(param)
-    for _, row in best.sort_values(param, key=_sort_key).iterrows():
+    settings = scored[params].astype(object).where(scored[params].notna(), "-")
+    best = scored.assign(_setting=settings.apply(tuple, axis=1)).sort_values("mean_test_score", ascending=False)
+    for setting, row in best.drop_duplicates("_setting").set_index("_setting").iterrows():
         curves = histories[histories["candidate"] == row["candidate"]]
         if curves.empty or metric not in curves:
             continue
         mean = curves.groupby("epoch")[metric].mean()
-        axes.plot(mean.index + 1, mean.to_numpy(), marker="o", markersize=3, label=f"{param.split('__')[-1]}={row[param]}")
+        label = ", ".join(f"{p.split('__')[-1]}={v}" for p, v in zip(params, setting) if v != "-")
+        axes.plot(mean.index + 1, mean.to_numpy(), marker="o", markersize=3, label=label)
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(f"training {metric} (mean over folds)")
     if metric == "loss" and (histories[metric] > 0).all():
         axes.set_yscale("log")
-    axes.set_title(f"training {metric} per epoch: best candidate for each {param}", fontsize=10)
+    axes.set_title(f"training {metric} per epoch: best candidate for each {' / '.join(params)}", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return figure
+
+
+def _sort_key(values: pd.Index | pd.Series) -> pd.Index | pd.Series:
+    """Numbers in numeric order, anything else as text."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    return numeric if not numeric.isna().any() else values.astype(str)

@@ -146,14 +146,19 @@ def report_blocks(run: RunFiles) -> list[Block]:
             blocks.append(_plot(run, f"score_{param}", f"Mean CV score by {param}", plots.plot_param_scores(scored, param)))
     if search.get("strategy") == "grid":
         for row, column in itertools.combinations(run.params, 2):
-            if scored[row].nunique() > 1 and scored[column].nunique() > 1:
+            both = scored.dropna(subset=[row, column])  # sub-grids: only pairs searched together
+            if both[row].nunique() > 1 and both[column].nunique() > 1:
                 blocks.append(_plot(run, f"heatmap_{row}__{column}", f"Best mean CV score by {row} and {column}",
-                                    plots.plot_param_heatmap(scored, row, column)))
+                                    plots.plot_param_heatmap(both, row, column)))
     if run.fit_histories is not None and len(run.fit_histories):
-        for param in run.params:
-            if 2 <= scored[param].nunique() <= 10:
-                blocks.append(_plot(run, f"loss_curves_{param}", f"Training loss per epoch by {param}",
-                                    plots.plot_loss_curves(run.fit_histories, scored, param)))
+        groupings = [[p] for p in run.params if 2 <= scored[p].nunique() <= 10]
+        curves_by = [p for p in run.config.get("report", {}).get("curves_by", []) if p in run.params]
+        if curves_by:
+            groupings.insert(0, curves_by)
+        for params in groupings:
+            name = "__".join(params)
+            blocks.append(_plot(run, f"loss_curves_{name}", f"Training loss per epoch by {' / '.join(params)}",
+                                plots.plot_loss_curves(run.fit_histories, scored, params)))
     if "iter" in results:
         blocks.append(_plot(run, "halving_rounds", "Score per successive-halving round",
                             plots.plot_halving_rounds(scored, search.get("resource", "epochs"))))

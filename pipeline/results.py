@@ -81,7 +81,8 @@ def tidy_results(
 def param_columns(results: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a tidy results table."""
     fixed = {"rank", "candidate", "iter", "n_resources", "error", "train_test_gap"}
-    return [c for c in results.columns if c not in fixed and not c.endswith(("_score", "_time"))]
+    return [c for c in results.columns
+            if c not in fixed and not c.endswith(("_score", "_time")) and not c.startswith(("mean_", "std_", "fold"))]
 
 
 def best_row(results: pd.DataFrame) -> pd.Series:
