@@ -142,7 +142,7 @@ def plot_loss_curves(histories: pd.DataFrame, results: pd.DataFrame, params: str
     """Training `metric` per epoch of the best candidate for each value (or combination of values)
     of `params`, averaged over folds: e.g. one line per learning rate, or per optimizer variant."""
     params = [params] if isinstance(params, str) else list(params)
-    figure = Figure(figsize=(7.5, 4.2), layout="constrained")
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
     axes = figure.add_subplot()
     scored = results.dropna(subset=["mean_test_score"])
     settings = scored[params].astype(object).where(scored[params].notna(), "-")
@@ -159,7 +159,8 @@ def plot_loss_curves(histories: pd.DataFrame, results: pd.DataFrame, params: str
     axes.set_ylabel(f"training {metric} (mean over folds)")
     if metric == "loss" and (histories[metric] > 0).all():
         axes.set_yscale("log")
-    axes.set_title(f"training {metric} per epoch: best candidate for each {' / '.join(params)}", fontsize=10)
+    short = " / ".join(p.split("__")[-1] for p in params)
+    figure.suptitle(f"training {metric} per epoch, best candidate per {short}", fontsize=11)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return figure

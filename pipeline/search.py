@@ -1,10 +1,11 @@
 """`python -m pipeline.search`: config -> data -> estimator -> strategy -> results -> best model.
 
 The strategies are scikit-learn's own searches (GridSearchCV, RandomizedSearchCV and the
-successive-halving pair) over `PipelineClassifier`, with an explicit seeded
-StratifiedKFold, `error_score=nan` (a failed candidate is recorded, not fatal) and
-`refit=False`: the best candidate is refitted here, on the whole training split, and
-scored once on the held-out test split.
+successive-halving pair) over `PipelineClassifier` (`PipelineRegressor` for regression), with
+an explicit seeded StratifiedKFold (KFold for regression), every fit journaled (a failed
+candidate is recorded, not fatal) and `refit=False`: the best candidate is refitted here, on
+the whole training split, and scored once on the held-out test split. The CLI trains in
+worker processes under `pipeline.supervisor`; `run_search` is the in-process core.
 """
 
 from __future__ import annotations
