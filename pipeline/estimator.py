@@ -35,7 +35,7 @@ class TrainingDiverged(RuntimeError):
 
 
 class CandidateFailed(RuntimeError):
-    """A fit failed (or replays a failure from the journal); scikit-learn scores it NaN."""
+    """A fit failed outside a journaled search (inside one, failures are journaled and scored NaN)."""
 
 
 class SearchAborted(BaseException):
@@ -190,7 +190,7 @@ class _PipelineWrapper:
     def _journal(self, **fields: Any) -> None:
         append_record(self.journal_path, {
             "key": self.candidate_key_, "fold": self.fold_key_,
-            "params": {k: v for k, v in _plain_params(self.get_params()).items()}, **fields,
+            "params": _plain_params(self.get_params()), **fields,
         })
 
     def _check_failure_streak(self, reason: str) -> None:
