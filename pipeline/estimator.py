@@ -155,6 +155,15 @@ class _PipelineWrapper:
         self.max_consecutive_failures = max_consecutive_failures
         self.reuse_models = reuse_models
 
+    def __sklearn_tags__(self):
+        """scikeras 0.13 leaves `estimator_type` unset; scikit-learn >= 1.6 reads it from here."""
+        tags = super().__sklearn_tags__()
+        kind, field, tag_class = self._kind
+        tags.estimator_type = kind
+        setattr(tags, field, tag_class())
+        tags.target_tags.required = True
+        return tags
+
     def fit(self, X, y, sample_weight=None, **kwargs):
         """Fit, or replay the journaled result of this very fit; failures are journaled too."""
         raise_if_stop_requested()
@@ -229,15 +238,10 @@ class PipelineClassifier(_PipelineWrapper, KerasClassifier):
 
     _routing_prefixes = KerasClassifier._routing_prefixes | _PipelineWrapper._extra_prefixes
 
+    _kind = ("classifier", "classifier_tags", ClassifierTags)
+
     def __init__(self, model=_build_for_scikeras, *, loss="sparse_categorical_crossentropy", **kwargs):
         super().__init__(model=model, loss=loss, **kwargs)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags()
-        tags.target_tags.required = True
-        return tags
 
 
 class PipelineRegressor(_PipelineWrapper, KerasRegressor):
@@ -245,15 +249,10 @@ class PipelineRegressor(_PipelineWrapper, KerasRegressor):
 
     _routing_prefixes = KerasRegressor._routing_prefixes | _PipelineWrapper._extra_prefixes
 
+    _kind = ("regressor", "regressor_tags", RegressorTags)
+
     def __init__(self, model=_build_for_scikeras, *, loss="mse", **kwargs):
         super().__init__(model=model, loss=loss, **kwargs)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "regressor"
-        tags.regressor_tags = RegressorTags()
-        tags.target_tags.required = True
-        return tags
 
 
 def _spend_new_fit() -> None:
