@@ -386,6 +386,9 @@ def _check_search_space(config: ExperimentConfig) -> None:
                     raise ValueError(f"{where}: empty list of values; give at least one")
             for value in choices:
                 _check_value(where, name, value)
+            if config.search.strategy.startswith("halving") and name == config.search.resource:
+                raise ValueError(f"{where}: '{name}' is the halving resource (search.resource), so it cannot "
+                                 "also be searched; remove it or set search.resource: n_samples")
         _check_families_apply(config, grid)
 
 

@@ -65,6 +65,12 @@ def test_bad_search_space(tmp_path, params, message):
         load_config(path, search=True)
 
 
+def test_halving_resource_cannot_be_searched(tmp_path):
+    path = write_config(tmp_path, search={"strategy": "halving-grid", "params": {"epochs": [2, 4]}})
+    with pytest.raises(PipelineError, match="'epochs' is the halving resource"):
+        load_config(path, search=True)
+
+
 def test_distribution_checks(tmp_path):
     good = {"distribution": "loguniform", "low": 1e-4, "high": 1e-1}
     path = write_config(tmp_path, search={"strategy": "random", "params": {"optimizer__learning_rate": good}})
