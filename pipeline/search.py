@@ -336,7 +336,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from .journal import JOURNAL_NAME, JournalProgress, read_journal, repair_journal
     from .persistence import save_model
     from .report import write_report
-    from .results import best_params, cv_results_frame, primary_view, summary_lines, tidy_results
+    from .results import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
 
     run_dir = run_dir or start_run(config, dataset)
     journal_path = run_dir / JOURNAL_NAME
@@ -366,6 +366,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
 
     if results["mean_test_score"].isna().all():
         raise PipelineError(f"every candidate failed, e.g. {results['error'].iloc[0]}; see {run_dir}/results.csv")
+    chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
     best = best_params(results, cv_results)
     best_estimator = estimator.set_params(journal_path=None, **best)
     best_estimator.fit(dataset.x_train, dataset.y_train)
@@ -373,13 +374,12 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     history = pd.DataFrame(best_estimator.history_)
     history.insert(0, "epoch", range(len(history)))
     write_csv_atomic(history, run_dir / "history.csv")
-    best_row = results.iloc[0]
     save_model(best_estimator.model_, run_dir / "best_model", {
         "task": dataset.task,
         "preprocessing": dataset.preprocessing,
         "classes": dataset.classes,
         "hyperparameters": {k: _plain(v) for k, v in best.items()},
-        "scores": {"cv_mean": float(best_row["mean_test_score"]), "cv_std": float(best_row["std_test_score"]),
+        "scores": {"cv_mean": float(chosen["mean_test_score"]), "cv_std": float(chosen["std_test_score"]),
                    "scoring": primary, **{f"test_{k}": v for k, v in test_scores.items()}},
         "dataset": dataset.name,
     })
@@ -397,7 +397,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "scoring": primary,
         "failed_candidates": {str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
         "best_params": {k: _plain(v) for k, v in best.items()},
-        "best_cv_score": float(best_row["mean_test_score"]),
+        "best_cv_score": float(chosen["mean_test_score"]),
         "test_scores": test_scores,
         **({"test_accuracy": test_scores["accuracy"]} if "accuracy" in test_scores else {}),
         "argv": sys.argv,
