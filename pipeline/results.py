@@ -127,3 +127,32 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+def journal_columns(records: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[int, Any]]:
+    """Per cv_results row: the failure reason and the mean fit time as first measured (replays take ~0 s)."""
+    errors, fit_times = {}, {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_key.setdefault(record["key"], []).append(record)
+    for row, key in enumerate(keys):
+        found = by_key.get(key, [])
+        reasons = [r["error"] for r in found if r.get("error")]
+        if reasons:
+            errors[row] = reasons[0]
+        if found:
+            fit_times[row] = float(np.mean([r.get("fit_time", np.nan) for r in found]))
+    return {"errors": errors, "fit_times": fit_times}
+
+
+def fit_histories(records: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:
+    """Per-epoch training curves of every journaled fit: candidate, fold, epoch, loss, ..."""
+    rows_of = {key: row for row, key in enumerate(keys)}
+    frames = []
+    for record in records:
+        if record["key"] in rows_of and record.get("history"):
+            frame = pd.DataFrame(record["history"])
+            frame.insert(0, "epoch", range(len(frame)))
+            frame.insert(0, "fold", record["fold"])
+            frame.insert(0, "candidate", rows_of[record["key"]])
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["candidate", "fold", "epoch"])

@@ -63,7 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.worker:
         return _work(Path(args.worker), args.max_fits)
-    args.epochs = None
     given = None
     if args.config or cli_overrides(args) or not args.resume:
         given = load_config(_config_path(args.config, args.resume), cli_overrides(args), search=True)
@@ -289,13 +288,11 @@ def start_run(config: ExperimentConfig, dataset: Dataset) -> Path:
 def load_run_dataset(run_dir: Path) -> tuple[ExperimentConfig, Dataset]:
     """A run's saved config and the dataset it really used: a run that fell back to
     `mnist-sample` gets `mnist-sample` again, even if full MNIST has become available since."""
-    import json
-
     for name in ("config.yaml", "run.json"):
         if not (run_dir / name).is_file():
             raise PipelineError(f"{run_dir}: {name} is missing; give a run folder written by pipeline.search")
     saved = load_config(run_dir / "config.yaml", search=True)
-    recorded = json.loads((run_dir / "run.json").read_text()).get("identity", {})
+    recorded = _read_run(run_dir).get("identity", {})
     data_config = saved.data
     if saved.data.name == "mnist" and str(recorded.get("data", "")).startswith("mnist-sample:"):
         data_config = saved.data.model_copy(update={"name": "mnist-sample"})
@@ -304,8 +301,6 @@ def load_run_dataset(run_dir: Path) -> tuple[ExperimentConfig, Dataset]:
 
 def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[ExperimentConfig, Dataset]:
     """The saved config and data of `run_dir`, after checking that nothing it depends on has changed."""
-    import json
-
     if not run_dir.is_dir():
         raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
     saved, dataset = load_run_dataset(run_dir)
@@ -315,7 +310,7 @@ def resume_run(run_dir: Path, config: ExperimentConfig | None) -> tuple[Experime
             f"--resume {run_dir}: the given config differs from the run's config.yaml at {key}; "
             "resume without --config/--set, or start a new run"
         )
-    recorded = json.loads((run_dir / "run.json").read_text()).get("identity", {})
+    recorded = _read_run(run_dir).get("identity", {})
     current = run_identity(saved, dataset)
     for part, what in (("data", "dataset"), ("code", "code version")):
         if recorded.get(part) != current[part]:
@@ -336,7 +331,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from .journal import JOURNAL_NAME, JournalProgress, read_journal, repair_journal
     from .persistence import save_model
     from .report import write_report
-    from .results import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
+    from .results import (best_params, best_row, cv_results_frame, fit_histories, journal_columns, primary_view,
+                          summary_lines, tidy_results)
 
     run_dir = run_dir or start_run(config, dataset)
     journal_path = run_dir / JOURNAL_NAME
@@ -359,7 +355,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_
     keys = [estimator_module.candidate_key(estimator, params) for params in cv_results["params"]]
     records = read_journal(journal_path)
-    results = tidy_results(cv_results, **_journal_columns(records, keys), extra_metrics=extra_metrics)
+    results = tidy_results(cv_results, **journal_columns(records, keys), extra_metrics=extra_metrics)
     write_csv_atomic(results, run_dir / "results.csv")
     write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
     write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
@@ -384,13 +380,14 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "dataset": dataset.name,
     })
     failed = results[results["error"] != ""]
+    started = _read_run(run_dir)
     outcome = {
-        **_read_run(run_dir),
+        **started,
         "status": "finished",
         "strategy": config.search.strategy,
         "seed": config.seed,
         "finished": utc_now(),
-        "wall_time_s": _seconds_since(_read_run(run_dir).get("started")),
+        "wall_time_s": _seconds_since(started.get("started")),
         "this_process_s": round(time.perf_counter() - clock, 2),
         "n_candidates": int(len(results)),
         "n_folds": config.cv.folds,
@@ -421,22 +418,6 @@ def _test_scores(estimator, dataset: Dataset, run_dir: Path) -> dict[str, float]
     return {"accuracy": float(np.mean(predicted == dataset.y_test))}
 
 
-def fit_histories(records: list[dict[str, Any]], keys: list[str]):
-    """Per-epoch training curves of every journaled fit: candidate, fold, epoch, loss, ..."""
-    import pandas as pd
-
-    rows_of = {key: row for row, key in enumerate(keys)}
-    frames = []
-    for record in records:
-        if record["key"] in rows_of and record.get("history"):
-            frame = pd.DataFrame(record["history"])
-            frame.insert(0, "epoch", range(len(frame)))
-            frame.insert(0, "fold", record["fold"])
-            frame.insert(0, "candidate", rows_of[record["key"]])
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["candidate", "fold", "epoch"])
-
-
 def mark_run(run_dir: Path, status: str, **fields: Any) -> None:
     """Record in run.json how a run ended when it did not finish (interrupted, aborted)."""
     write_json_atomic(run_dir / "run.json", {**_read_run(run_dir), "status": status, "stopped": utc_now(), **fields})
@@ -458,22 +439,6 @@ def run_identity(config: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:
         "code": {"pipeline_source": source.hexdigest()[:12],
                  **{k: versions.get(k) for k in ("pipeline", "keras", "scikeras", "scikit-learn")}},
     }
-
-
-def _journal_columns(records: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[int, Any]]:
-    """Per cv_results row: the failure reason and the mean fit time as first measured (replays take ~0 s)."""
-    errors, fit_times = {}, {}
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_key.setdefault(record["key"], []).append(record)
-    for row, key in enumerate(keys):
-        found = by_key.get(key, [])
-        reasons = [r["error"] for r in found if r.get("error")]
-        if reasons:
-            errors[row] = reasons[0]
-        if found:
-            fit_times[row] = float(np.mean([r.get("fit_time", np.nan) for r in found]))
-    return {"errors": errors, "fit_times": fit_times}
 
 
 def _seconds_since(started: str | None) -> float | None:

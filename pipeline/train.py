@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_overrides(args: argparse.Namespace) -> list[str]:
     """The command-line flags as `--set`-style overrides, applied before validation."""
     overrides = list(args.overrides)
-    if args.epochs is not None:
+    if getattr(args, "epochs", None) is not None:  # pipeline.search has no --epochs
         overrides.append(f"training.epochs={args.epochs}")
     if args.data:
         overrides += ["data.name=file", f"data.path={args.data}"]
