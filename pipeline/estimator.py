@@ -173,7 +173,7 @@ class _PipelineWrapper:
             if self.journal_path else None
         self.failure_ = self.replayed_.get("error") if self.replayed_ else None
         if self.replayed_ is None:
-            _spend_new_fit()
+            _spend_new_fits(1)
             self._fit_or_fail(X, y, sample_weight, **kwargs)
         return self
 
@@ -183,9 +183,9 @@ class _PipelineWrapper:
         started = time.perf_counter()
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
-            losses = self.history_.get("loss", [])
-            if losses and not np.isfinite(losses[-1]):
-                raise TrainingDiverged(f"loss became {losses[-1]} in epoch {len(losses)}; lower the learning rate")
+            diverged = training_failure(self.history_.get("loss", []))
+            if diverged:
+                raise TrainingDiverged(diverged.split(": ", 1)[1])
         except Exception as error:
             text = str(error).strip()
             reason = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no message'}"
@@ -255,12 +255,21 @@ class PipelineRegressor(_PipelineWrapper, KerasRegressor):
         super().__init__(model=model, loss=loss, **kwargs)
 
 
-def _spend_new_fit() -> None:
-    """Raise RecycleWorker when this process has used up its budget of new fits or memory."""
+def training_failure(losses: list[float]) -> str | None:
+    """The failure reason of a fit whose loss history ends non-finite (diverged), else None."""
+    if losses and not np.isfinite(losses[-1]):
+        epoch = next(i for i, loss in enumerate(losses, start=1) if not np.isfinite(loss))
+        return f"TrainingDiverged: loss became {losses[-1]} in epoch {epoch}; lower the learning rate"
+    return None
+
+
+def _spend_new_fits(count: int) -> None:
+    """Raise RecycleWorker when this process has used up its budget of new fits or memory.
+    A fused group of `count` fits may overdraw the budget: it is never split across processes."""
     if _budget["fits_left"] is not None:
         if _budget["fits_left"] <= 0:
             raise RecycleWorker
-        _budget["fits_left"] -= 1
+        _budget["fits_left"] -= count
     _budget["started"] += 1
     growth, rss = _budget["memory_growth"], resident_mb()
     if growth and rss:
@@ -301,7 +310,7 @@ class JournalScorer:
         elif getattr(estimator, "replayed_", None) is not None:
             scores = estimator.replayed_[f"{part}_scores"]
         else:
-            scores = {name: float(scorer(estimator, X, y, **kwargs)) for name, scorer in self._scorers.items()}
+            scores = self.scores(estimator, X, y, **kwargs)
             if estimator.journal_path:
                 estimator.scores_ = {**getattr(estimator, "scores_", {}), f"{part}_scores": scores}
                 if on_training_data or not self.train_scores:
@@ -309,3 +318,7 @@ class JournalScorer:
                     estimator._journal(error=None, fit_time=estimator.fit_time_, rss_mb=resident_mb(),
                                        history=history, **estimator.scores_)
         return scores if len(self.metrics) > 1 else next(iter(scores.values()))
+
+    def scores(self, estimator, X, y, **kwargs) -> dict[str, float]:
+        """Every metric of a fitted `estimator` on (X, y)."""
+        return {name: float(scorer(estimator, X, y, **kwargs)) for name, scorer in self._scorers.items()}

@@ -42,13 +42,15 @@ def tidy_results(
     errors: Mapping[int, str] | None = None,
     fit_times: Mapping[int, float] | None = None,
     extra_metrics: Sequence[str] = (),
+    fused: Mapping[int, int] | None = None,
 ) -> pd.DataFrame:
     """One row per candidate, best first: rank, one column per hyperparameter, scores, times, error.
 
     `errors` maps a row index of `cv_results` to the reason its fits failed; such rows have
     NaN scores and rank last. `fit_times` (from the journal) replaces the measured mean fit
     time, which is near zero for fits replayed on resume. `extra_metrics` (of a multi-metric
-    search, after `primary_view`) get their mean and std test scores as columns too.
+    search, after `primary_view`) get their mean and std test scores as columns too. `fused`
+    gives the number of towers a candidate's fits were trained with (column `fused_towers`, 0 = alone).
     """
     errors, fit_times = errors or {}, fit_times or {}
     params = list(cv_results["params"])
@@ -73,6 +75,8 @@ def tidy_results(
         frame["train_test_gap"] = frame["mean_train_score"] - frame["mean_test_score"]
     frame["mean_fit_time"] = [fit_times.get(i, t) for i, t in enumerate(np.asarray(cv_results["mean_fit_time"], float))]
     frame["mean_score_time"] = np.asarray(cv_results["mean_score_time"], dtype=float)
+    if fused is not None:
+        frame["fused_towers"] = [int(fused.get(i, 0)) for i in range(n)]
     frame["error"] = [errors.get(i, "") for i in range(n)]
     frame.insert(0, "rank", _rank(frame))
     return frame.sort_values(["rank", "candidate"], kind="stable").reset_index(drop=True)
@@ -80,7 +84,7 @@ def tidy_results(
 
 def param_columns(results: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a tidy results table."""
-    fixed = {"rank", "candidate", "iter", "n_resources", "error", "train_test_gap"}
+    fixed = {"rank", "candidate", "iter", "n_resources", "error", "train_test_gap", "fused_towers"}
     return [c for c in results.columns
             if c not in fixed and not c.endswith(("_score", "_time")) and not c.startswith(("mean_", "std_", "fold"))]
 
@@ -129,8 +133,9 @@ def _cell(value: Any) -> Any:
     return value
 
 def journal_columns(records: list[dict[str, Any]], keys: list[str]) -> dict[str, dict[int, Any]]:
-    """Per cv_results row: the failure reason and the mean fit time as first measured (replays take ~0 s)."""
-    errors, fit_times = {}, {}
+    """Per cv_results row: the failure reason, the mean fit time as first measured (replays take
+    ~0 s) and how many towers its fits were trained with (0 = alone)."""
+    errors, fit_times, fused = {}, {}, {}
     by_key: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_key.setdefault(record["key"], []).append(record)
@@ -141,7 +146,8 @@ def journal_columns(records: list[dict[str, Any]], keys: list[str]) -> dict[str,
             errors[row] = reasons[0]
         if found:
             fit_times[row] = float(np.mean([r.get("fit_time", np.nan) for r in found]))
-    return {"errors": errors, "fit_times": fit_times}
+            fused[row] = max((r.get("fused") or {}).get("towers", 0) for r in found)
+    return {"errors": errors, "fit_times": fit_times, "fused": fused}
 
 
 def fit_histories(records: list[dict[str, Any]], keys: list[str]) -> pd.DataFrame:

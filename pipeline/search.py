@@ -28,6 +28,7 @@ from .errors import EXIT_INTERRUPTED, PipelineError, run_cli
 from .runs import create_run_dir, library_versions, utc_now, write_csv_atomic, write_json_atomic, write_text_atomic
 
 DEFAULT_CONFIG = "configs/init_grid.yaml"
+PREDICT_BATCH = 4096  # scoring batches: larger ones only cut per-batch overhead
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def build_estimator(config: ExperimentConfig, checkpoint_dir: Path | None = None
         validation_split=config.data.validation_split,
         random_state=config.seed,
         reuse_models=True,
+        predict__batch_size=PREDICT_BATCH,
         **fixed,
     )
 
@@ -225,6 +227,7 @@ def build_search(config: ExperimentConfig, estimator, cv):
     from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV
 
     from .estimator import JournalScorer
+    from .fusion import fusing
 
     search = config.search
     space = param_space(config)
@@ -234,13 +237,19 @@ def build_search(config: ExperimentConfig, estimator, cv):
                    min_resources=search.min_resources or "smallest")
     if search.resource == "epochs":
         halving["max_resources"] = config.training.epochs
+    classes = {"grid": GridSearchCV, "random": RandomizedSearchCV,
+               "halving-grid": HalvingGridSearchCV, "halving-random": HalvingRandomSearchCV}
+    search_class = fusing(classes[search.strategy]) if search.fuse else classes[search.strategy]
     if search.strategy == "grid":
-        return GridSearchCV(estimator, space, **common)
-    if search.strategy == "random":
-        return RandomizedSearchCV(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
-    if search.strategy == "halving-grid":
-        return HalvingGridSearchCV(estimator, space, **common, **halving)
-    return HalvingRandomSearchCV(estimator, space, n_candidates=search.n_iter, **common, **halving)
+        built = search_class(estimator, space, **common)
+    elif search.strategy == "random":
+        built = search_class(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
+    elif search.strategy == "halving-grid":
+        built = search_class(estimator, space, **common, **halving)
+    else:
+        built = search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
+    built.max_towers = search.max_towers
+    return built
 
 
 def scoring_metrics(config: ExperimentConfig) -> dict[str, str]:
@@ -393,6 +402,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "n_folds": config.cv.folds,
         "scoring": primary,
         "failed_candidates": {str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
+        "fusing": {"enabled": config.search.fuse, "max_towers": config.search.max_towers,
+                   "fused_candidates": sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"])},
         "best_params": {k: _plain(v) for k, v in best.items()},
         "best_cv_score": float(chosen["mean_test_score"]),
         "test_scores": test_scores,

@@ -1,0 +1,154 @@
+"""Side-by-side benchmark: plain scikeras GridSearchCV vs `python -m pipeline.search`, same grid.
+
+Both run the seed tutorial's initializer grid (8 initializers x 3 folds + refit, 10 epochs,
+batch 128, 784-64-64-10 with Dropout 0.1, RMSprop) on the same data, folds and seed, each in a
+fresh process (imports and start-up included, as a user sees them), alternating `--repeats`
+times. Prints median wall time, the ratio, CPU time, peak RSS, fits per minute and every
+candidate's mean CV accuracy from both. Optional rows:
+
+  --halving   the pipeline's successive halving (configs/halving.yaml) next to its full grid
+  --memory    peak RSS of a 100-fit search with the default settings
+  --no-fuse   also time the pipeline with fusing off (search.fuse=false)
+
+    python benchmarks/search_speed.py [--repeats 3] [--halving] [--memory] [--no-fuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ROOT / "configs" / "init_grid.yaml"
+# The default grid on the shipped MNIST sample (what `mnist` falls back to offline), as the baseline sees it.
+SAME_DATA = ["--set", "data.name=mnist-sample"]
+
+
+@dataclass
+class Measurement:
+    name: str
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    peak_mb: list[float] = field(default_factory=list)
+    fits: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    best: str = ""
+
+    def median_wall(self) -> float:
+        return statistics.median(self.wall)
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run `command` to completion: (wall seconds, CPU seconds, peak RSS MB of it and its children)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {process.returncode}):\n{stderr[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def run_baseline(measurement: Measurement, work: Path) -> None:
+    scores_path = work / "plain_scores.json"
+    wall, cpu, peak = run_measured([sys.executable, "benchmarks/plain_gridsearch.py", str(scores_path)])
+    found = json.loads(scores_path.read_text())
+    _record(measurement, wall, cpu, peak, found["fits"], found["mean_test_score"], found["best"])
+
+
+def run_pipeline(measurement: Measurement, work: Path, config: Path, overrides: list[str]) -> None:
+    out = Path(tempfile.mkdtemp(dir=work))
+    command = [sys.executable, "-m", "pipeline.search", "--config", str(config), "--quiet",
+               "--output-dir", str(out), *SAME_DATA, *overrides]
+    wall, cpu, peak = run_measured(command)
+    run_dir = next(out.iterdir())
+    import pandas as pd
+
+    results = pd.read_csv(run_dir / "results.csv")
+    if "iter" in results:  # halving: each candidate's score in the last round it reached
+        results = results.sort_values("iter").groupby("model__init_mode", as_index=False).last()
+    run = json.loads((run_dir / "run.json").read_text())
+    fits = sum(1 for _ in open(run_dir / "journal.jsonl")) + 1
+    scores = dict(zip(results["model__init_mode"], results["mean_test_score"]))
+    _record(measurement, wall, cpu, peak, fits, scores, run["best_params"].get("model__init_mode", ""))
+
+
+def _record(measurement: Measurement, wall, cpu, peak, fits, scores, best) -> None:
+    measurement.wall.append(wall)
+    measurement.cpu.append(cpu)
+    measurement.peak_mb.append(peak)
+    measurement.fits, measurement.scores, measurement.best = fits, scores, best
+    print(f"  {measurement.name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {peak:.0f} MB peak, best {best}", flush=True)
+
+
+def print_table(rows: list[Measurement], reference: Measurement) -> None:
+    print(f"\n| run | median wall (s) | vs {reference.name} | CPU (s) | peak RSS (MB) | fits | fits/min | best |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        wall = row.median_wall()
+        print(f"| {row.name} | {wall:.1f} ({', '.join(f'{w:.1f}' for w in row.wall)}) | "
+              f"{reference.median_wall() / wall:.2f}x | {statistics.median(row.cpu):.1f} | {max(row.peak_mb):.0f} | "
+              f"{row.fits} | {row.fits / wall * 60:.1f} | {row.best} |")
+    names = list(reference.scores)
+    print(f"\n| initializer | {' | '.join(row.name for row in rows)} | max difference |")
+    print("|---|" + "---|" * (len(rows) + 1))
+    for name in names:
+        values = [row.scores.get(name, float("nan")) for row in rows]
+        spread = max(values) - min(values)
+        print(f"| {name} | {' | '.join(f'{v:.4f}' for v in values)} | {spread:.4f} |")
+
+
+def memory_row(work: Path) -> None:
+    """A 100-fit search with the default settings: 33 candidates x 3 folds + refit."""
+    space = ("[{model__init_mode: [uniform, lecun_uniform, normal, zeros, glorot_normal, glorot_uniform, he_normal, "
+             "he_uniform], model__dropout: [0.0, 0.1, 0.2, 0.3]}, {model__l2: [0.001]}]")
+    out = Path(tempfile.mkdtemp(dir=work))
+    command = [sys.executable, "-m", "pipeline.search", "--config", str(GRID), "--quiet", "--output-dir", str(out),
+               *SAME_DATA, "--set", f"search.params={space}"]
+    wall, _, peak = run_measured(command)
+    fits = sum(1 for _ in open(next(out.iterdir()) / "journal.jsonl")) + 1
+    print(f"\n| memory run | fits | wall (s) | peak RSS (MB) | under 2 GB |\n|---|---|---|---|---|\n"
+          f"| 100-fit search (default settings) | {fits} | {wall:.1f} | {peak:.0f} | {'yes' if peak < 2048 else 'NO'} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--halving", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--no-fuse", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    plain, pipeline = Measurement("plain GridSearchCV"), Measurement("pipeline.search")
+    unfused, halving = Measurement("pipeline.search fuse=false"), Measurement("pipeline halving")
+    rows = [plain, pipeline] + ([unfused] if args.no_fuse else []) + ([halving] if args.halving else [])
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        for repeat in range(args.repeats):
+            print(f"round {repeat + 1}/{args.repeats}", flush=True)
+            run_baseline(plain, work)
+            run_pipeline(pipeline, work, GRID, [])
+            if args.no_fuse:
+                run_pipeline(unfused, work, GRID, ["--set", "search.fuse=false"])
+            if args.halving:
+                run_pipeline(halving, work, ROOT / "configs" / "halving.yaml", [])
+        print_table(rows, plain)
+        if args.memory:
+            memory_row(work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
