@@ -12,6 +12,10 @@ from types import ModuleType
 
 _keras: ModuleType | None = None
 
+# Set by the process that starts worker processes: TensorFlow threads per worker (intra- and
+# inter-op), applied when TensorFlow loads, so that workers x threads do not exceed the cores.
+THREADS_VARIABLE = "PIPELINE_TF_THREADS"
+
 
 def keras() -> ModuleType:
     """The `keras` module, imported quietly on first use."""
@@ -24,6 +28,12 @@ def keras() -> ModuleType:
         try:
             import tensorflow  # noqa: F401  (loads the backend under the muted stderr)
             import keras as keras_module
+
+            threads = int(os.environ.get(THREADS_VARIABLE) or 0)
+            if threads:
+                tensorflow.config.threading.set_intra_op_parallelism_threads(threads)
+                tensorflow.config.threading.set_inter_op_parallelism_threads(threads)
+            tensorflow.get_logger().setLevel("ERROR")  # e.g. retracing notices: ours to handle, not the user's
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -229,6 +229,8 @@ class SearchConfig(_Section):
     # (pipeline/fusion.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True
     max_towers: int = Field(16, ge=2)
+    # Worker processes for fused groups (null = one per CPU core), each with cores / n_jobs TensorFlow threads.
+    n_jobs: int | None = Field(None, gt=0)
 
     @field_validator("strategy")
     @classmethod

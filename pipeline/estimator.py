@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .callbacks import make_callbacks, raise_if_stop_requested  # first: loads TensorFlow quietly before scikeras imports it
-from .journal import append_record, journal_index, resident_mb
+from .journal import append_record, data_key, journal_index, resident_mb
 from .models import build_model, build_or_reuse_model
 
 from scikeras.wrappers import KerasClassifier, KerasRegressor  # noqa: E402
@@ -168,7 +168,7 @@ class _PipelineWrapper:
         """Fit, or replay the journaled result of this very fit; failures are journaled too."""
         raise_if_stop_requested()
         self.candidate_key_ = params_key(_plain_params(self.get_params()))
-        self.fold_key_ = _data_key(X, y) if (self.journal_path or self.checkpoint) else None
+        self.fold_key_ = data_key(X, y) if (self.journal_path or self.checkpoint) else None
         self.replayed_ = journal_index(self.journal_path).lookup(self.candidate_key_, self.fold_key_) \
             if self.journal_path else None
         self.failure_ = self.replayed_.get("error") if self.replayed_ else None
@@ -279,14 +279,6 @@ def _spend_new_fits(count: int) -> None:
             raise RecycleWorker
 
 
-def _data_key(X, y) -> str:
-    """A short fingerprint of a training set (its rows and labels)."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(X).view(np.uint8).data)
-    digest.update(np.ascontiguousarray(y).view(np.uint8).data)
-    return digest.hexdigest()[:12]
-
-
 class JournalScorer:
     """A scikit-learn scorer that journals each fit's scores and returns journaled ones on replay.
 
@@ -303,7 +295,7 @@ class JournalScorer:
         self._scorers = {name: get_scorer(scoring) for name, scoring in self.metrics.items()}
 
     def __call__(self, estimator, X, y, **kwargs):
-        on_training_data = estimator.fold_key_ is not None and _data_key(X, y) == estimator.fold_key_
+        on_training_data = estimator.fold_key_ is not None and data_key(X, y) == estimator.fold_key_
         part = "train" if on_training_data else "test"
         if getattr(estimator, "failure_", None):
             scores = {name: float("nan") for name in self.metrics}

@@ -24,14 +24,27 @@ JOURNAL_NAME = "journal.jsonl"
 
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record durably (flushed and fsynced before returning)."""
-    line = json.dumps({**record, "pid": os.getpid(), "time": round(time.time(), 3)}, default=_plain) + "\n"
+    """Append one record durably (flushed and fsynced before returning). `pid` defaults to this
+    process's; records of fits trained elsewhere (worker processes) carry the trainer's."""
+    line = json.dumps({"pid": os.getpid(), **record, "time": round(time.time(), 3)}, default=_plain) + "\n"
     descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(descriptor, line.encode())
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def data_key(X, y) -> str:
+    """A short fingerprint of a data set (its rows and labels): the fold part of a fit's identity."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(X).view(np.uint8).data)
+    digest.update(np.ascontiguousarray(y).view(np.uint8).data)
+    return digest.hexdigest()[:12]
 
 
 def read_journal(path: str | Path, warn: bool = True) -> list[dict[str, Any]]:

@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.resume:
         dataset = load_dataset(config.data, config.seed)
         run_dir = start_run(config, dataset)
-    if config.search.fits_per_process == 0:
-        return _run_here(config, dataset, run_dir, progress=not args.quiet)
+    if config.search.fits_per_process == 0 or plan.fits - 1 <= config.search.fits_per_process:
+        return _run_here(config, dataset, run_dir, progress=not args.quiet)  # no recycling needed: spare a start-up
     from .supervisor import supervise
 
     return supervise(run_dir, plan.fits - 1, config.search.fits_per_process, progress=not args.quiet)
@@ -249,7 +249,15 @@ def build_search(config: ExperimentConfig, estimator, cv):
     else:
         built = search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
     built.max_towers = search.max_towers
+    built.group_jobs = group_jobs(config)
     return built
+
+
+def group_jobs(config: ExperimentConfig) -> int:
+    """Worker processes for fused groups: `search.n_jobs`, by default one per core."""
+    from .fusion import available_cores
+
+    return config.search.n_jobs or available_cores()
 
 
 def scoring_metrics(config: ExperimentConfig) -> dict[str, str]:
@@ -402,7 +410,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "n_folds": config.cv.folds,
         "scoring": primary,
         "failed_candidates": {str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
-        "fusing": {"enabled": config.search.fuse, "max_towers": config.search.max_towers,
+        "fusing": {"enabled": config.search.fuse, "max_towers": config.search.max_towers, "n_jobs": group_jobs(config),
                    "fused_candidates": sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"])},
         "best_params": {k: _plain(v) for k, v in best.items()},
         "best_cv_score": float(chosen["mean_test_score"]),
@@ -438,7 +446,7 @@ def run_identity(config: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:
     """What a resumed run must share with the original: config, data and code."""
     import hashlib
 
-    from .estimator import _data_key
+    from .journal import data_key
 
     source = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
@@ -446,7 +454,7 @@ def run_identity(config: ExperimentConfig, dataset: Dataset) -> dict[str, Any]:
     versions = library_versions()
     return {
         "config": hashlib.sha256(config.to_yaml().encode()).hexdigest()[:12],
-        "data": f"{dataset.name}:{_data_key(dataset.x_train, dataset.y_train)}:{_data_key(dataset.x_test, dataset.y_test)}",
+        "data": f"{dataset.name}:{data_key(dataset.x_train, dataset.y_train)}:{data_key(dataset.x_test, dataset.y_test)}",
         "code": {"pipeline_source": source.hexdigest()[:12],
                  **{k: versions.get(k) for k in ("pipeline", "keras", "scikeras", "scikit-learn")}},
     }

@@ -195,13 +195,39 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
     else:
         classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
     weights = [initial_weights(tower, X.shape[1], n_outputs, output_activation, seed) for tower in towers]
-    model = build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=build_optimizer(optimizer, **optimizer_args),
-                              steps_per_execution=steps_per_execution, seed=seed)
+    key = repr((towers, X.shape[1], n_outputs, task, optimizer, sorted(optimizer_args.items()), steps_per_execution, seed))
+    model = _reusable.get(key)
+    if model is None:
+        _reusable.clear()
+        model = _reusable[key] = build_fused_model(
+            towers, X.shape[1], n_outputs, task=task, optimizer=build_optimizer(optimizer, **optimizer_args),
+            steps_per_execution=steps_per_execution, seed=seed)
+    else:
+        _reset_training_state(model, optimizer_args)
     set_tower_weights(model, towers, weights)
     with tensorflow_random_state(seed) if seed is not None else nullcontext():
         history = model.fit(X, targets, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
                             shuffle=shuffle, callbacks=list(callbacks), verbose=0)
     return FittedTowers(model, tower_histories(history.history, len(towers), task), task, classes)
+
+
+# The last fused model of this process, reused by the next group of the same shape (another fold,
+# other initializers): no new traced functions, whose memory TensorFlow never frees, and no retracing.
+_reusable: dict[str, Any] = {}
+
+
+def _reset_training_state(model, optimizer_args: dict[str, Any]) -> None:
+    """Make a trained fused model train like a new one: zero optimizer state (moments, iterations),
+    the configured learning rate back (a schedule may have changed it), dropout's random stream
+    back at its start. The weights are set by the caller."""
+    keras = _keras()
+    for variable in model.optimizer.variables:
+        variable.assign(keras.ops.zeros_like(variable))
+    if not optimizer_args.get("decay"):
+        model.optimizer.learning_rate = optimizer_args.get("learning_rate") or 0.01
+    for layer in model.layers:
+        if hasattr(layer, "initial_seed_state"):
+            layer.seed_generator.state.assign(layer.initial_seed_state)
 
 
 def _summed_loss(task: str):
@@ -299,6 +325,7 @@ def _layer_classes():
             super().__init__(**kwargs)
             self.rates = np.asarray(rates, dtype="float32").reshape(-1, 1, 1)
             self.seed_generator = keras.random.SeedGenerator(seed)
+            self.initial_seed_state = np.array(self.seed_generator.state)
 
         def call(self, inputs, training=False):
             if not training:

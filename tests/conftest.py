@@ -33,11 +33,11 @@ def _seed_everything():
 def write_config(folder: Path, name: str = "tiny.yaml", **sections) -> Path:
     """A YAML config in `folder`: TINY with `sections` replacing whole top-level keys.
 
-    Searches train in the test's own process (`fits_per_process: 0`, saving a TensorFlow
-    start-up per test) unless the search section asks for worker processes itself.
+    Searches train in the test's own process (`fits_per_process: 0`, `n_jobs: 1`: saving a
+    TensorFlow start-up per test) unless the search section asks for worker processes itself.
     """
     if "search" in sections:
-        sections["search"] = {"fits_per_process": 0, **sections["search"]}
+        sections["search"] = {"fits_per_process": 0, "n_jobs": 1, **sections["search"]}
     path = folder / name
     path.write_text(yaml.safe_dump({**TINY, **sections}, sort_keys=False))
     return path

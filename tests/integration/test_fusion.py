@@ -97,3 +97,24 @@ def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
     run = json.loads((fused_dir / "run.json").read_text())
     assert run["fusing"]["fused_candidates"] == list(range(6))
     assert json.loads((alone_dir / "run.json").read_text())["fusing"]["fused_candidates"] == []
+
+
+def test_a_reused_fused_model_trains_like_a_new_one(digits):
+    """The next fold reuses the last fused model (no retracing): same result as a freshly built one,
+    dropout included."""
+    from pipeline import towers as fused
+
+    X, y = digits
+    spec = [{"hidden_layers": (16,), "init_mode": mode, "dropout": 0.2} for mode in ("he_normal", "lecun_uniform")]
+    fit = dict(task="classification", optimizer="adam", optimizer_args={"learning_rate": 0.01}, epochs=2,
+               batch_size=32, seed=3)
+    first = fused.fit_towers(spec, X[:300], y[:300], **fit)
+    reused = fused.fit_towers(spec, X[300:], y[300:], **fit)
+    assert reused.model is first.model
+    reused_weights = [w.copy() for w in reused.model.get_weights()]
+    fused._reusable.clear()
+    fresh = fused.fit_towers(spec, X[300:], y[300:], **fit)
+    assert fresh.model is not first.model
+    for a, b in zip(reused_weights, fresh.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert reused.histories == fresh.histories
