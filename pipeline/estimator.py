@@ -169,6 +169,7 @@ class _PipelineWrapper:
         raise_if_stop_requested()
         self.candidate_key_ = params_key(_plain_params(self.get_params()))
         self.fold_key_ = data_key(X, y) if (self.journal_path or self.checkpoint) else None
+        self.n_fit_samples_ = len(X)
         self.replayed_ = journal_index(self.journal_path).lookup(self.candidate_key_, self.fold_key_) \
             if self.journal_path else None
         self.failure_ = self.replayed_.get("error") if self.replayed_ else None
@@ -295,7 +296,8 @@ class JournalScorer:
         self._scorers = {name: get_scorer(scoring) for name, scoring in self.metrics.items()}
 
     def __call__(self, estimator, X, y, **kwargs):
-        on_training_data = estimator.fold_key_ is not None and data_key(X, y) == estimator.fold_key_
+        on_training_data = (estimator.fold_key_ is not None and len(X) == getattr(estimator, "n_fit_samples_", len(X))
+                            and data_key(X, y) == estimator.fold_key_)
         part = "train" if on_training_data else "test"
         if getattr(estimator, "failure_", None):
             scores = {name: float("nan") for name in self.metrics}

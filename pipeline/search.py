@@ -148,11 +148,11 @@ def _config_path(given: str | None, resume: str | None = None) -> Path:
 
 def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
     """The config's space for scikit-learn: lists stay lists, distributions become scipy objects."""
-    from scipy import stats
-
     def convert(spec):
         if not isinstance(spec, dict):
             return [tuple(v) if isinstance(v, list) else v for v in spec]
+        from scipy import stats  # only for distributions: a slow import
+
         kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
         if kind == "choice":
             return convert(spec["values"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -53,16 +54,28 @@ class Tower:
         return cls(**given)
 
 
-def initial_weights(tower: Tower, n_features: int, n_outputs: int, output_activation: str, seed: int | None):
-    """The weights `build_model` gives this candidate under `seed`, drawn exactly as scikeras'
-    own fit draws them (its `tensorflow_random_state`), so a tower starts where the solo fit starts."""
+@dataclass(frozen=True)
+class InitialState:
+    """Where a candidate's solo fit starts: its weights and its Dropout layers' random streams."""
+
+    weights: list
+    dropout_seeds: list
+
+
+@lru_cache(maxsize=64)  # the same for every fold: scikeras seeds each fit's build identically
+def initial_state(tower: Tower, n_features: int, n_outputs: int, output_activation: str, seed: int | None) -> InitialState:
+    """The weights and dropout seed states `build_model` gives this candidate under `seed`, drawn
+    exactly as scikeras' own fit draws them (its `tensorflow_random_state`): a tower starts where
+    the solo fit starts, and drops the very units the solo fit would drop."""
     from scikeras.utils.random_state import tensorflow_random_state
 
     from .models import build_model
 
     def build():  # no session clearing (its garbage collection costs ~0.2 s); draws depend on the seed only
-        return build_model(n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
-                           compile=False, clear_session=False, **tower.__dict__).get_weights()
+        model = build_model(n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
+                            compile=False, clear_session=False, **tower.__dict__)
+        seeds = [np.array(layer.seed_generator.state) for layer in model.layers if hasattr(layer, "seed_generator")]
+        return InitialState(model.get_weights(), seeds)
 
     if seed is None:
         return build()
@@ -92,7 +105,7 @@ def build_fused_model(towers: Sequence[Tower], n_features: int, n_outputs: int, 
             output_activation=("softmax" if task == "classification" else "linear") if last else None,
         ))
         if not last and rates.any():
-            layers.append(TowerDropout(rates, seed=seed))
+            layers.append(TowerDropout(rates, [t.hidden_layers[index] for t in towers]))
     model = keras.Sequential(layers)
     model.compile(optimizer=optimizer, loss=_summed_loss(task),
                   metrics=[TowerMetrics(len(towers), task, _dense_layers(model))],
@@ -100,8 +113,15 @@ def build_fused_model(towers: Sequence[Tower], n_features: int, n_outputs: int, 
     return model
 
 
-def set_tower_weights(model, towers: Sequence[Tower], weights: Sequence[Sequence[np.ndarray]]) -> None:
-    """Copy each tower's solo-model weights (kernel, bias per Dense layer) into its slices."""
+def set_initial_state(model, towers: Sequence[Tower], states: Sequence[InitialState]) -> None:
+    """Copy each tower's solo-model weights (kernel, bias per Dense layer) into its slices, and its
+    Dropout layers' seed states into the fused dropout layers."""
+    weights = [state.weights for state in states]
+    dropouts = [layer for layer in model.layers if isinstance(layer, _classes()[1])]
+    for depth, layer in enumerate(dropouts):
+        for t, state in enumerate(states):
+            if state.dropout_seeds:
+                layer.generators[t].state.assign(state.dropout_seeds[depth])
     for layer_index, layer in enumerate(_dense_layers(model)):
         kernel = np.zeros(layer.kernel.shape, dtype="float32")
         bias = np.zeros(layer.bias.shape, dtype="float32")
@@ -194,7 +214,7 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
         targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
     else:
         classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
-    weights = [initial_weights(tower, X.shape[1], n_outputs, output_activation, seed) for tower in towers]
+    states = [initial_state(tower, X.shape[1], n_outputs, output_activation, seed) for tower in towers]
     key = repr((towers, X.shape[1], n_outputs, task, optimizer, sorted(optimizer_args.items()), steps_per_execution, seed))
     model = _reusable.get(key)
     if model is None:
@@ -204,7 +224,7 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
             steps_per_execution=steps_per_execution, seed=seed)
     else:
         _reset_training_state(model, optimizer_args)
-    set_tower_weights(model, towers, weights)
+    set_initial_state(model, towers, states)
     with tensorflow_random_state(seed) if seed is not None else nullcontext():
         history = model.fit(X, targets, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
                             shuffle=shuffle, callbacks=list(callbacks), verbose=0)
@@ -217,17 +237,14 @@ _reusable: dict[str, Any] = {}
 
 
 def _reset_training_state(model, optimizer_args: dict[str, Any]) -> None:
-    """Make a trained fused model train like a new one: zero optimizer state (moments, iterations),
-    the configured learning rate back (a schedule may have changed it), dropout's random stream
-    back at its start. The weights are set by the caller."""
+    """Make a trained fused model train like a new one: zero optimizer state (moments, iterations)
+    and the configured learning rate back (a schedule may have changed it). Weights and dropout
+    streams are set by the caller (`set_initial_state`)."""
     keras = _keras()
     for variable in model.optimizer.variables:
         variable.assign(keras.ops.zeros_like(variable))
     if not optimizer_args.get("decay"):
         model.optimizer.learning_rate = optimizer_args.get("learning_rate") or 0.01
-    for layer in model.layers:
-        if hasattr(layer, "initial_seed_state"):
-            layer.seed_generator.state.assign(layer.initial_seed_state)
 
 
 def _summed_loss(task: str):
@@ -319,20 +336,28 @@ def _layer_classes():
             return ops.stack([keras.activations.get(name)(outputs[t]) for t, name in enumerate(self.activations)])
 
     class TowerDropout(keras.layers.Layer):
-        """Dropout with one rate per tower on (T, batch, units) activations."""
+        """Dropout on (T, batch, units) activations with each tower's own rate, own units (padding
+        excluded) and own random stream, i.e. the draws of the tower's solo Dropout layer."""
 
-        def __init__(self, rates, seed=None, **kwargs):
+        def __init__(self, rates, widths, **kwargs):
             super().__init__(**kwargs)
-            self.rates = np.asarray(rates, dtype="float32").reshape(-1, 1, 1)
-            self.seed_generator = keras.random.SeedGenerator(seed)
-            self.initial_seed_state = np.array(self.seed_generator.state)
+            self.rates, self.widths = [float(r) for r in rates], [int(w) for w in widths]
+            self.generators = [keras.random.SeedGenerator(0) for _ in self.rates]
 
         def call(self, inputs, training=False):
             if not training:
                 return inputs
-            ops = keras.ops
-            keep = keras.random.uniform(ops.shape(inputs), seed=self.seed_generator) >= self.rates
-            return ops.where(keep, inputs / (1.0 - self.rates), ops.zeros_like(inputs))
+            ops, width = keras.ops, inputs.shape[-1]
+            batch = ops.shape(inputs)[1]
+            masks = []  # each tower's scaled keep-mask, drawn as keras.random.dropout draws it
+            for t, (rate, units) in enumerate(zip(self.rates, self.widths)):
+                if rate > 0:
+                    uniform = keras.random.uniform((batch, units), seed=self.generators[t])
+                    mask = ops.cast(uniform >= rate, inputs.dtype) * (1.0 / (1.0 - rate))
+                else:
+                    mask = ops.ones((batch, units), inputs.dtype)
+                masks.append(mask if units == width else ops.pad(mask, ((0, 0), (0, width - units))))
+            return inputs * ops.stack(masks)
 
     class TowerMetrics(keras.metrics.Metric):
         """Each tower's epoch loss (penalties included, as Keras reports them) and accuracy,
@@ -350,8 +375,9 @@ def _layer_classes():
             ops = keras.ops
             batch = ops.cast(ops.shape(y_pred)[0], "float32")
             self.loss_sum.assign_add(ops.sum(_per_tower_loss(keras, self.task, y_true, y_pred), axis=0))
-            penalties = [layer.penalty() for layer in self.dense_layers]
-            self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * batch)
+            penalties = [layer.penalty() for layer in self.dense_layers if layer.penalties.any()]
+            if penalties:
+                self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * batch)
             if self.task == "classification":
                 predicted = ops.argmax(y_pred, axis=-1)
                 labels = ops.reshape(ops.cast(y_true, predicted.dtype), (-1, 1))
