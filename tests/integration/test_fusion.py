@@ -122,3 +122,43 @@ def test_a_reused_fused_model_trains_like_a_new_one(digits):
     for a, b in zip(reused_weights, fresh.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert reused.histories == fresh.histories
+
+
+def test_groups_train_in_worker_processes_with_the_same_results(tmp_path):
+    """n_jobs=2 with four groups (max_towers=2, 2 folds): the fits run in two other processes and
+    score what the in-process run scores."""
+    import os
+
+    from pipeline.search import main
+
+    params = {"model__init_mode": ["glorot_uniform", "he_normal", "lecun_uniform", "zeros"]}
+    runs = {}
+    for jobs in (1, 2):
+        config = write_config(tmp_path, f"jobs{jobs}.yaml", experiment=f"jobs{jobs}",
+                              search={"strategy": "grid", "n_jobs": jobs, "max_towers": 2, "params": params})
+        assert run_main(main, ["--config", config, "--output-dir", tmp_path / f"jobs{jobs}", "--quiet"]) == 0
+        (runs[jobs],) = (tmp_path / f"jobs{jobs}").iterdir()
+    records = [json.loads(line) for line in (runs[2] / "journal.jsonl").read_text().splitlines()]
+    trainers = {r["pid"] for r in records}
+    assert len(records) == 8 and len(trainers) == 2 and os.getpid() not in trainers
+    assert {r["pid"] for r in map(json.loads, (runs[1] / "journal.jsonl").read_text().splitlines())} == {os.getpid()}
+    one, two = (pd.read_csv(run / "results.csv").sort_values("candidate") for run in (runs[1], runs[2]))
+    for column in ("fold0_test_score", "fold1_test_score"):
+        np.testing.assert_allclose(one[column], two[column], atol=0.01)
+    assert (two["fused_towers"] == 2).all()
+
+
+def test_a_diverging_tower_fails_alone(tmp_path):
+    """A tower whose loss becomes NaN is recorded failed with the reason; its group mates are scored."""
+    from pipeline.search import main
+
+    config = write_config(tmp_path, data={"name": "quadratic", "samples": 200}, model={"hidden_layers": [8]},
+                          optimizer={"name": "sgd", "learning_rate": 0.05}, training={"epochs": 3, "batch_size": 16},
+                          search={"strategy": "grid", "params": {"model__init_mode": ["glorot_uniform", "uniform(-1000, 1000)"]}})
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False).set_index("model__init_mode")
+    assert results.loc["uniform(-1000, 1000)", "error"].startswith("TrainingDiverged: loss became nan")
+    assert results.loc["uniform(-1000, 1000)", "mean_test_score"] == ""  # NaN, written as an empty cell
+    assert results.loc["glorot_uniform", "error"] == "" and float(results.loc["glorot_uniform", "mean_test_score"]) < 0
+    assert (results["fused_towers"] == 2).all()
