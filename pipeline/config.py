@@ -231,6 +231,10 @@ class SearchConfig(_Section):
     max_towers: int = Field(16, ge=2)
     # Worker processes for fused groups (null = one per CPU core), each with cores / n_jobs TensorFlow threads.
     n_jobs: int | None = Field(None, gt=0)
+    # Where fits train: "local" (this machine) or "dask" (the scheduler at `scheduler`, e.g.
+    # tcp://host:8786, or without it a LocalCluster sized to this machine).
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
 
     @field_validator("strategy")
     @classmethod

@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the candidate and fit counts, then exit")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run in its folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=["local", "dask"],
+                        help="where fits train: this machine (default) or a Dask cluster (search.backend)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
     parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
     parser.add_argument("--max-fits", type=int, help=argparse.SUPPRESS)
     return parser
@@ -81,8 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.resume:
         dataset = load_dataset(config.data, config.seed)
         run_dir = start_run(config, dataset)
-    if config.search.fits_per_process == 0 or plan.fits - 1 <= config.search.fits_per_process:
-        return _run_here(config, dataset, run_dir, progress=not args.quiet)  # no recycling needed: spare a start-up
+    if (config.search.fits_per_process == 0 or plan.fits - 1 <= config.search.fits_per_process
+            or config.search.backend == "dask"):  # no recycling needed (or Dask's workers train): spare a start-up
+        return _run_here(config, dataset, run_dir, progress=not args.quiet)
     from .supervisor import supervise
 
     return supervise(run_dir, plan.fits - 1, config.search.fits_per_process, progress=not args.quiet)
@@ -239,7 +244,8 @@ def build_search(config: ExperimentConfig, estimator, cv):
         halving["max_resources"] = config.training.epochs
     classes = {"grid": GridSearchCV, "random": RandomizedSearchCV,
                "halving-grid": HalvingGridSearchCV, "halving-random": HalvingRandomSearchCV}
-    search_class = fusing(classes[search.strategy]) if search.fuse else classes[search.strategy]
+    fused = search.fuse or search.backend == "dask"  # on Dask every fit is a job of pipeline.fusion
+    search_class = fusing(classes[search.strategy]) if fused else classes[search.strategy]
     if search.strategy == "grid":
         built = search_class(estimator, space, **common)
     elif search.strategy == "random":
@@ -248,8 +254,9 @@ def build_search(config: ExperimentConfig, estimator, cv):
         built = search_class(estimator, space, **common, **halving)
     else:
         built = search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
-    built.max_towers = search.max_towers
-    built.group_jobs = group_jobs(config)
+    if fused:
+        built.max_towers = search.max_towers if search.fuse else 1
+        built.group_jobs = group_jobs(config)
     return built
 
 
@@ -365,7 +372,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     cv = splitter(n_splits=config.cv.folds, shuffle=config.cv.shuffle,
                   random_state=config.seed if config.cv.shuffle else None)
     search = build_search(config, estimator, cv)
-    with JournalProgress(journal_path, plan_search(config).fits - 1, enabled=progress), _quiet_fit_failures():
+    with JournalProgress(journal_path, plan_search(config).fits - 1, enabled=progress), _quiet_fit_failures(), \
+            _backend(config, search):
         search.fit(dataset.x_train, dataset.y_train)
 
     primary, *extra_metrics = scoring_metrics(config)
@@ -410,6 +418,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         "n_folds": config.cv.folds,
         "scoring": primary,
         "failed_candidates": {str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
+        "backend": {"name": config.search.backend, "scheduler": config.search.scheduler},
         "fusing": {"enabled": config.search.fuse, "max_towers": config.search.max_towers, "n_jobs": group_jobs(config),
                    "fused_candidates": sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"])},
         "best_params": {k: _plain(v) for k, v in best.items()},
@@ -482,6 +491,20 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')} ({a!r} in the run, {b!r} given)"
+
+
+@contextmanager
+def _backend(config: ExperimentConfig, search) -> Iterator[None]:
+    """For `search.backend: dask`: a cluster connection for the search's fits, closed afterwards."""
+    if config.search.backend != "dask":
+        yield
+        return
+    from .cluster import DaskRunner, dask_client
+    from .fusion import available_cores
+
+    with dask_client(config.search.scheduler, available_cores()) as client:
+        search.runner = DaskRunner(client)
+        yield
 
 
 @contextmanager

@@ -40,6 +40,10 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
         overrides += ["data.name=file", f"data.path={args.data}"]
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
+    if getattr(args, "backend", None):  # pipeline.search only
+        overrides.append(f"search.backend={args.backend}")
+    if getattr(args, "scheduler", None):
+        overrides += [f"search.scheduler={args.scheduler}"] + ([] if args.backend else ["search.backend=dask"])
     return overrides
 
 
