@@ -1,0 +1,160 @@
+"""The Dask backend against a real `dask scheduler` and `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PROJECT, run_main, write_config
+
+pytest.importorskip("distributed")
+
+DASK = Path(sys.executable).parent / "dask"
+PARAMS = {"model__init_mode": ["zeros", "glorot_uniform", "he_normal"], "batch_size": [16, 32]}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def dask_cluster(workers: int = 2):
+    """A scheduler and `workers` single-threaded workers (no nanny: the worker is the process we
+    start, so its PID is the one that trains), loopback only, killed by PID afterwards."""
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quiet = dict(cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                   "--no-dashboard"], **quiet)]
+    try:
+        for _ in range(workers):
+            processes.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-nanny",
+                                               "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"], **quiet))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, [p.pid for p in processes[1:]]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+
+
+def _journal(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
+
+
+def _search(tmp_path: Path, name: str, *extra, **sections) -> tuple[int, Path]:
+    from pipeline.search import main
+
+    config = write_config(tmp_path, f"{name}.yaml", experiment=name, **sections)
+    code = run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet", *extra])
+    runs = list((tmp_path / name).iterdir())
+    return code, runs[0] if runs else None
+
+
+def test_a_search_on_a_dask_cluster_equals_a_local_one(tmp_path):
+    with dask_cluster(2) as (address, worker_pids):
+        code, remote = _search(tmp_path, "remote", "--scheduler", address, search={"strategy": "grid", "params": PARAMS})
+    assert code == 0
+    code, local = _search(tmp_path, "local", search={"strategy": "grid", "params": PARAMS})
+    assert code == 0
+    records = _journal(remote)
+    assert len(records) == 6 * 2 and {r["pid"] for r in records} == set(worker_pids)  # trained by both workers
+    a, b = (pd.read_csv(run / "results.csv").sort_values("candidate") for run in (remote, local))
+    for column in ("fold0_test_score", "fold1_test_score", "mean_train_score"):
+        np.testing.assert_allclose(a[column], b[column], atol=1e-9)
+    run = json.loads((remote / "run.json").read_text())
+    assert run["status"] == "finished" and run["backend"] == {"name": "dask", "scheduler": address}
+    assert (remote / "best_model" / "model.weights.h5").is_file()
+
+
+def test_a_killed_worker_costs_only_its_fits(tmp_path):
+    """Kill one of two workers while fits run: the search completes, every fit is scored or
+    recorded failed, none is journaled twice."""
+    sections = dict(training={"epochs": 4, "batch_size": 16},
+                    search={"strategy": "grid", "fuse": False, "params": PARAMS})
+    with dask_cluster(2) as (address, worker_pids):
+        journal = []
+
+        def kill_when_training_started():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                found = list(tmp_path.glob("killed/*/journal.jsonl"))
+                if found and found[0].read_text().count("\n") >= 1:
+                    os.kill(worker_pids[0], signal.SIGKILL)
+                    journal.append(found[0])
+                    return
+                time.sleep(0.1)
+
+        killer = threading.Thread(target=kill_when_training_started)
+        killer.start()
+        code, run_dir = _search(tmp_path, "killed", "--scheduler", address, **sections)
+        killer.join()
+    assert journal, "the worker was never killed: no fit finished"
+    assert code == 0
+    records = _journal(run_dir)
+    keys = [(r["key"], r["fold"]) for r in records]
+    assert len(keys) == len(set(keys)) == 6 * 2
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
+    for _, row in results.iterrows():
+        assert row["error"] or row["mean_test_score"] != ""
+
+
+def _children() -> set[int]:
+    """PIDs of this process's live children, except multiprocessing's resource tracker (one per
+    interpreter, started with the first worker process and kept for the interpreter's lifetime)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"resource_tracker" not in command:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("outcome", ["finishes", "aborts"])
+def test_a_local_cluster_is_shut_down(tmp_path, outcome):
+    """`--backend dask` without a scheduler starts a LocalCluster and leaves no process behind,
+    whether the search finishes or aborts (every fit diverging, failure limit 1)."""
+    before = _children()
+    if outcome == "finishes":
+        code, _ = _search(tmp_path, "localcluster", "--backend", "dask", search={"strategy": "grid", "params": PARAMS})
+    else:
+        code, _ = _search(tmp_path, "aborting", "--backend", "dask",
+                          data={"name": "quadratic", "samples": 100}, optimizer={"name": "sgd", "learning_rate": 0.05},
+                          search={"strategy": "grid", "max_consecutive_failures": 1,
+                                  "params": {"model__init_mode": ["uniform(-1000, 1000)", "uniform(-900, 900)"]}})
+    assert code == (0 if outcome == "finishes" else 1)
+    deadline = time.time() + 10
+    while _children() - before and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _children() - before
+
+
+def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
+    code, _ = _search(tmp_path, "nowhere", "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
+                      search={"strategy": "grid", "params": PARAMS})
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:") and "dask scheduler" in err
+    assert len(err.splitlines()) == 1
