@@ -38,7 +38,7 @@ def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
     try:
         if scheduler:
             try:
-                client = Client(scheduler, timeout="15s")
+                client = Client(scheduler, timeout="10s")
             except (OSError, TimeoutError) as error:
                 raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start one with "
                                     "`dask scheduler` or drop --scheduler to use a local cluster") from None

@@ -45,7 +45,7 @@ class FusingSearch:
     trains the fusable candidates of every `evaluate_candidates` call in groups first.
     `max_towers` caps a group (1 turns fusing off); `group_jobs` is the number of local worker
     processes; `runner` (e.g. `pipeline.cluster.DaskRunner`) replaces them, and then every fit,
-    fused or not, is trained by it (`train_everything`), scikit-learn only replaying."""
+    fused or not, is trained by it (`runner.trains_everything`), scikit-learn only replaying."""
 
     max_towers: int = 16
     group_jobs: int = 1

@@ -84,7 +84,7 @@ def initial_state(tower: Tower, n_features: int, n_outputs: int, output_activati
 
 
 def build_fused_model(towers: Sequence[Tower], n_features: int, n_outputs: int, *, task: str,
-                      optimizer, steps_per_execution: int = 1, seed: int | None = None):
+                      optimizer, steps_per_execution: int = 1):
     """A compiled Keras model whose output is (batch, towers, outputs): probabilities per tower for
     classification (softmax), values for regression. `optimizer` is a fresh Keras optimizer."""
     keras = _keras()
@@ -221,7 +221,7 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
         _reusable.clear()
         model = _reusable[key] = build_fused_model(
             towers, X.shape[1], n_outputs, task=task, optimizer=build_optimizer(optimizer, **optimizer_args),
-            steps_per_execution=steps_per_execution, seed=seed)
+            steps_per_execution=steps_per_execution)
     else:
         _reset_training_state(model, optimizer_args)
     set_initial_state(model, towers, states)
