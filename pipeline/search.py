@@ -28,7 +28,6 @@ from .errors import EXIT_INTERRUPTED, PipelineError, run_cli
 from .runs import create_run_dir, library_versions, utc_now, write_csv_atomic, write_json_atomic, write_text_atomic
 
 DEFAULT_CONFIG = "configs/init_grid.yaml"
-PREDICT_BATCH = 4096  # scoring batches: larger ones only cut per-batch overhead
 
 
 @dataclass(frozen=True)
@@ -199,6 +198,7 @@ def plan_search(config: ExperimentConfig) -> Plan:
 def build_estimator(config: ExperimentConfig, checkpoint_dir: Path | None = None):
     """`PipelineClassifier` holding the config's fixed settings under their routed names."""
     from .estimator import PipelineClassifier, PipelineRegressor
+    from .towers import PREDICT_BATCH
 
     callbacks = config.callbacks
     fixed: dict[str, Any] = {f"model__{k}": v for k, v in config.model.model_dump().items()}

@@ -69,9 +69,14 @@ def _search(tmp_path: Path, name: str, *extra, **sections) -> tuple[int, Path]:
 
 
 def test_a_search_on_a_dask_cluster_equals_a_local_one(tmp_path):
+    from distributed import Client
+
     with dask_cluster(2) as (address, worker_pids):
         code, remote = _search(tmp_path, "remote", "--scheduler", address, search={"strategy": "grid", "params": PARAMS})
+        with Client(address) as client:  # TensorFlow in each worker: as many threads as the worker has (1)
+            threads = client.run(eval, "__import__('tensorflow').config.threading.get_intra_op_parallelism_threads()")
     assert code == 0
+    assert list(threads.values()) == [1, 1]
     code, local = _search(tmp_path, "local", search={"strategy": "grid", "params": PARAMS})
     assert code == 0
     records = _journal(remote)
