@@ -21,7 +21,9 @@ from typing import Any, Iterator
 
 from .errors import PipelineError
 
-IMPORT_CHECK = "__import__('pipeline.fusion').__name__"  # evaluated by `eval`: needs nothing from pipeline to unpickle
+# Evaluated by `eval`, so the check itself unpickles anywhere; `pipeline` imports lazily, so this
+# does not load TensorFlow (whose threads are set after it).
+IMPORT_CHECK = "__import__('pipeline').__name__"
 
 
 @contextmanager
@@ -44,8 +46,9 @@ def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
                                     "`dask scheduler` or drop --scheduler to use a local cluster") from None
         else:
             os.environ[THREADS_VARIABLE] = "1"  # inherited by the worker processes, read when TensorFlow loads
-            cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                   silence_logs=40)
+            with _sigint_ignored():  # inherited too: Ctrl-C is the search's to handle, then it closes the cluster
+                cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       silence_logs=40)
             client = Client(cluster)
         try:
             check_cluster(client, scheduler or "the local cluster")
@@ -56,6 +59,23 @@ def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
     finally:
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started meanwhile ignore SIGINT (Python keeps an ignored SIGINT ignored), so a
+    terminal's Ctrl-C, sent to the whole process group, does not kill the workers mid-task."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_cluster(client, where: str) -> None:
