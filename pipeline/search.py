@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
         return 0
     if not args.resume:
+        if config.search.backend == "dask" and config.search.scheduler:
+            _check_scheduler(config.search.scheduler)  # before the run folder exists: nothing half-made
         dataset = load_dataset(config.data, config.seed)
         run_dir = start_run(config, dataset)
     if (config.search.fits_per_process == 0 or plan.fits - 1 <= config.search.fits_per_process
@@ -491,6 +493,14 @@ def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
     return f"{prefix.rstrip('.')} ({a!r} in the run, {b!r} given)"
+
+
+def _check_scheduler(address: str) -> None:
+    """Connect to the Dask scheduler once and check the cluster (errors are one line)."""
+    from .cluster import dask_client
+
+    with dask_client(address, cores=0):
+        pass
 
 
 @contextmanager

@@ -64,7 +64,7 @@ def _search(tmp_path: Path, name: str, *extra, **sections) -> tuple[int, Path]:
 
     config = write_config(tmp_path, f"{name}.yaml", experiment=name, **sections)
     code = run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet", *extra])
-    runs = list((tmp_path / name).iterdir())
+    runs = list((tmp_path / name).iterdir()) if (tmp_path / name).exists() else []
     return code, runs[0] if runs else None
 
 
@@ -163,3 +163,4 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:") and "dask scheduler" in err
     assert len(err.splitlines()) == 1
+    assert not (tmp_path / "nowhere").exists()  # checked before the run folder is made
