@@ -126,10 +126,15 @@ def _plan_jobs(estimator, candidate_params, cv, X, y, max_towers: int, singles: 
 
     index = journal_index(estimator.journal_path)
     groups: dict[str, list[tuple[str, Any]]] = {}
+    seen = set()
     for number, params in enumerate(candidate_params):
         candidate = clone(estimator).set_params(**params)
+        key = params_key(_plain_params(candidate.get_params()))
+        if key in seen:  # e.g. a random search drawing the same point twice: trained once, replayed twice
+            continue
+        seen.add(key)
         group = tower_group_key(candidate) if max_towers > 1 else None
-        groups.setdefault(group or f"alone-{number}", []).append((params_key(_plain_params(candidate.get_params())), candidate))
+        groups.setdefault(group or f"alone-{number}", []).append((key, candidate))
     jobs = []
     for train, test in cv.split(X, y):
         fold = data_key(X[train], y[train])

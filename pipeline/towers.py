@@ -20,7 +20,7 @@ A tower whose loss diverges gets NaN weights without touching the others; it is 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -215,7 +215,8 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
     else:
         classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
     states = [initial_state(tower, X.shape[1], n_outputs, output_activation, seed) for tower in towers]
-    key = repr((towers, X.shape[1], n_outputs, task, optimizer, sorted(optimizer_args.items()), steps_per_execution, seed))
+    shapes = [replace(tower, init_mode="", bias_init="") for tower in towers]  # initializers only set weights
+    key = repr((shapes, X.shape[1], n_outputs, task, optimizer, sorted(optimizer_args.items()), steps_per_execution))
     model = _reusable.get(key)
     if model is None:
         _reusable.clear()

@@ -122,6 +122,8 @@ def test_a_reused_fused_model_trains_like_a_new_one(digits):
     for a, b in zip(reused_weights, fresh.model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert reused.histories == fresh.histories
+    other_initializers = [{**tower, "init_mode": "glorot_normal"} for tower in spec]
+    assert fused.fit_towers(other_initializers, X[:300], y[:300], **fit).model is fresh.model
 
 
 def test_groups_train_in_worker_processes_with_the_same_results(tmp_path):
