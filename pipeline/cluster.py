@@ -89,9 +89,12 @@ def check_cluster(client, where: str) -> None:
         client.run_on_scheduler(eval, IMPORT_CHECK)
     except Exception as error:  # whatever the remote side raised, re-raised here
         raise failure("scheduler", error) from None
-    workers = client.scheduler_info().get("workers", {})
-    if not workers:
-        client.wait_for_workers(1, timeout=30)
+    if not client.scheduler_info().get("workers"):
+        try:
+            client.wait_for_workers(1, timeout=30)
+        except TimeoutError:
+            raise PipelineError(f"no Dask worker joined {where} within 30 s; start workers with "
+                                f"`dask worker {where}`") from None
     try:
         client.run(eval, IMPORT_CHECK)
     except Exception as error:

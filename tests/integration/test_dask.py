@@ -164,3 +164,18 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     assert err.startswith("error: cannot reach the Dask scheduler at tcp://127.0.0.1:") and "dask scheduler" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "nowhere").exists()  # checked before the run folder is made
+
+
+def test_a_cluster_that_cannot_import_pipeline_is_one_line(tmp_path, capsys, monkeypatch):
+    """The import check runs on the scheduler before anything is sent (here made to import a
+    module that is not installed anywhere, as a scheduler without this project would fail)."""
+    import pipeline.cluster
+
+    monkeypatch.setattr(pipeline.cluster, "IMPORT_CHECK", "__import__('pipeline_not_installed').__name__")
+    with dask_cluster(1) as (address, _):
+        code, _ = _search(tmp_path, "noimport", "--scheduler", address, search={"strategy": "grid", "params": PARAMS})
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: the Dask scheduler at {address} cannot import pipeline (ModuleNotFoundError")
+    assert "pip install -e ." in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "noimport").exists()
