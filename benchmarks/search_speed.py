@@ -105,19 +105,25 @@ def run_baseline(measurement: Measurement, work: Path) -> None:
     _record(measurement, wall, cpu, peak, found["fits"], found["mean_test_score"], found["best"])
 
 
-def run_pipeline(measurement: Measurement, work: Path, config: Path, overrides: list[str]) -> None:
+def run_search_cli(work: Path, config: Path, overrides: list[str]) -> tuple[Path, int, tuple[float, float, float, float]]:
+    """`python -m pipeline.search` on the baseline's data: (run folder, fits, `run_measured` figures)."""
     out = Path(tempfile.mkdtemp(dir=work))
     command = [sys.executable, "-m", "pipeline.search", "--config", str(config), "--quiet",
                "--output-dir", str(out), *SAME_DATA, *overrides]
-    wall, cpu, peak, _ = run_measured(command)
+    measured = run_measured(command)
     run_dir = next(out.iterdir())
+    fits = sum(1 for _ in open(run_dir / "journal.jsonl")) + 1  # the journal's fits and the refit
+    return run_dir, fits, measured
+
+
+def run_pipeline(measurement: Measurement, work: Path, config: Path, overrides: list[str]) -> None:
+    run_dir, fits, (wall, cpu, peak, _) = run_search_cli(work, config, overrides)
     import pandas as pd
 
     results = pd.read_csv(run_dir / "results.csv")
     if "iter" in results:  # halving: each candidate's score in the last round it reached
         results = results.sort_values("iter").groupby("model__init_mode", as_index=False).last()
     run = json.loads((run_dir / "run.json").read_text())
-    fits = sum(1 for _ in open(run_dir / "journal.jsonl")) + 1
     scores = dict(zip(results["model__init_mode"], results["mean_test_score"]))
     _record(measurement, wall, cpu, peak, fits, scores, run["best_params"].get("model__init_mode", ""))
 
@@ -151,11 +157,7 @@ def memory_row(work: Path) -> None:
     """A 100-fit search with the default settings: 33 candidates x 3 folds + refit."""
     space = ("[{model__init_mode: [uniform, lecun_uniform, normal, zeros, glorot_normal, glorot_uniform, he_normal, "
              "he_uniform], model__dropout: [0.0, 0.1, 0.2, 0.3]}, {model__l2: [0.001]}]")
-    out = Path(tempfile.mkdtemp(dir=work))
-    command = [sys.executable, "-m", "pipeline.search", "--config", str(GRID), "--quiet", "--output-dir", str(out),
-               *SAME_DATA, "--set", f"search.params={space}"]
-    wall, _, peak, largest = run_measured(command)
-    fits = sum(1 for _ in open(next(out.iterdir()) / "journal.jsonl")) + 1
+    _, fits, (wall, _, peak, largest) = run_search_cli(work, GRID, ["--set", f"search.params={space}"])
     print("\n| memory run | fits | wall (s) | peak memory, all processes (MB) | largest process RSS (MB) | under 2 GB |\n"
           "|---|---|---|---|---|---|\n"
           f"| 100-fit search (default settings) | {fits} | {wall:.1f} | {peak:.0f} | {largest:.0f} | "

@@ -184,9 +184,9 @@ class _PipelineWrapper:
         started = time.perf_counter()
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
-            diverged = training_failure(self.history_.get("loss", []))
+            diverged = divergence(self.history_.get("loss", []))
             if diverged:
-                raise TrainingDiverged(diverged.split(": ", 1)[1])
+                raise TrainingDiverged(diverged)
         except Exception as error:
             text = str(error).strip()
             reason = f"{type(error).__name__}: {text.splitlines()[0] if text else 'no message'}"
@@ -256,11 +256,11 @@ class PipelineRegressor(_PipelineWrapper, KerasRegressor):
         super().__init__(model=model, loss=loss, **kwargs)
 
 
-def training_failure(losses: list[float]) -> str | None:
-    """The failure reason of a fit whose loss history ends non-finite (diverged), else None."""
+def divergence(losses: list[float]) -> str | None:
+    """What went wrong with a fit whose loss history ends non-finite (diverged), else None."""
     if losses and not np.isfinite(losses[-1]):
         epoch = next(i for i, loss in enumerate(losses, start=1) if not np.isfinite(loss))
-        return f"TrainingDiverged: loss became {losses[-1]} in epoch {epoch}; lower the learning rate"
+        return f"loss became {losses[-1]} in epoch {epoch}; lower the learning rate"
     return None
 
 

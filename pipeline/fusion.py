@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .estimator import _plain_params, _spend_new_fits, params_key, routed, training_failure
+from .estimator import TrainingDiverged, _plain_params, _spend_new_fits, divergence, params_key, routed
 from .journal import append_record, data_key, journal_index, resident_mb
 
 MODEL_PREFIX = "model__"
@@ -226,7 +226,9 @@ def train_group(job: GroupJob, X, y, scorer) -> list[dict[str, Any]]:
     records = []
     for tower, (key, candidate) in enumerate(zip(job.keys, job.candidates)):
         history = fitted.histories[tower]
-        record = _record(key, candidate, job.fold, training_failure(history.get("loss", [])), fit_time, history)
+        diverged = divergence(history.get("loss", []))
+        failure = f"{TrainingDiverged.__name__}: {diverged}" if diverged else None  # as a solo fit reports it
+        record = _record(key, candidate, job.fold, failure, fit_time, history)
         record["fused"] = {"group": group, "towers": len(job.candidates)}
         if not record["error"]:
             _add_scores(record, scorer, fitted.view(tower), X_train, y_train, X_test, y_test)

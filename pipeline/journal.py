@@ -10,6 +10,7 @@ can share one journal; a crash can at most leave the last line half-written, whi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -17,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import PipelineError
 
@@ -37,10 +40,6 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
 
 def data_key(X, y) -> str:
     """A short fingerprint of a data set (its rows and labels): the fold part of a fit's identity."""
-    import hashlib
-
-    import numpy as np
-
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(X).view(np.uint8).data)
     digest.update(np.ascontiguousarray(y).view(np.uint8).data)

@@ -9,9 +9,9 @@ Each tower is mathematically the candidate trained alone:
 - the gradient of a sum of independent losses with respect to one tower's weights is that
   tower's own gradient, and SGD/RMSprop/Adam update every weight from its own gradient and
   state, so one optimizer over the stacked variables equals one optimizer per tower;
-- every tower starts from the very weights its own model would start from (`initial_weights`
-  builds the candidate's Keras model under the fit's seed and copies it in), never from a Keras
-  initializer applied to the stacked kernel, whose fan-in/fan-out would be wrong;
+- every tower starts from the very weights and dropout streams its own model would start from
+  (`initial_state` builds the candidate's Keras model under the fit's seed and copies them in),
+  never from a Keras initializer applied to the stacked kernel, whose fan-in/fan-out would be wrong;
 - towers may differ in initializer, width (narrower towers are zero-padded and masked, so the
   padding neither computes nor learns), activation, dropout rate and L1/L2 penalties.
 A tower whose loss diverges gets NaN weights without touching the others; it is reported failed.
@@ -20,38 +20,27 @@ A tower whose loss diverges gets NaN weights without touching the others; it is 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
 
 from ._tf import keras as _keras
+from .config import ModelConfig
 
-# Model arguments that may differ between the towers of one program (everything else must match).
-TOWER_ARGS = ("hidden_layers", "activation", "init_mode", "bias_init", "dropout", "l1", "l2", "bias_l1", "bias_l2")
+# A tower is one candidate's network: the `model` section of a config (all `build_model` network
+# arguments, validated and hashable), the arguments that may differ between towers of one program.
+Tower = ModelConfig
+TOWER_ARGS = tuple(ModelConfig.model_fields)
 
 
-@dataclass(frozen=True)
-class Tower:
-    """One candidate's network: `build_model` arguments that live inside the model."""
-
-    hidden_layers: tuple[int, ...] = (64, 64)
-    activation: str = "relu"
-    init_mode: str = "glorot_uniform"
-    bias_init: str = "zeros"
-    dropout: float = 0.0
-    l1: float = 0.0
-    l2: float = 0.0
-    bias_l1: float = 0.0
-    bias_l2: float = 0.0
-
-    @classmethod
-    def from_model_args(cls, args: dict[str, Any]) -> "Tower":
-        given = {k: v for k, v in args.items() if k in TOWER_ARGS and v is not None}
-        if "hidden_layers" in given:
-            given["hidden_layers"] = tuple(int(w) for w in given["hidden_layers"])
-        return cls(**given)
+def tower_of(model_args: dict[str, Any]) -> Tower:
+    """The tower of a candidate's routed `model__*` arguments (None = the factory's default)."""
+    given = {k: v for k, v in model_args.items() if v is not None}
+    if "hidden_layers" in given:
+        given["hidden_layers"] = tuple(int(w) for w in given["hidden_layers"])
+    return Tower(**given)
 
 
 @dataclass(frozen=True)
@@ -73,7 +62,7 @@ def initial_state(tower: Tower, n_features: int, n_outputs: int, output_activati
 
     def build():  # no session clearing (its garbage collection costs ~0.2 s); draws depend on the seed only
         model = build_model(n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
-                            compile=False, clear_session=False, **tower.__dict__)
+                            compile=False, clear_session=False, **tower.model_dump())
         seeds = [np.array(layer.seed_generator.state) for layer in model.layers if hasattr(layer, "seed_generator")]
         return InitialState(model.get_weights(), seeds)
 
@@ -207,7 +196,7 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
 
     from .models import build_optimizer
 
-    towers = [Tower.from_model_args(args) for args in model_args]
+    towers = [tower_of(args) for args in model_args]
     X = np.asarray(X, dtype="float32")
     if task == "classification":
         classes = np.unique(y)
@@ -215,7 +204,7 @@ def fit_towers(model_args: Sequence[dict[str, Any]], X, y, *, task: str, optimiz
     else:
         classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
     states = [initial_state(tower, X.shape[1], n_outputs, output_activation, seed) for tower in towers]
-    shapes = [replace(tower, init_mode="", bias_init="") for tower in towers]  # initializers only set weights
+    shapes = [tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers]  # initializers only set weights
     key = repr((shapes, X.shape[1], n_outputs, task, optimizer, sorted(optimizer_args.items()), steps_per_execution))
     model = _reusable.get(key)
     if model is None:

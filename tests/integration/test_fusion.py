@@ -40,13 +40,13 @@ def test_fused_towers_end_with_the_weights_of_solo_fits(digits, shuffle):
     (the search's own estimator), for towers of different widths, activations, initializers,
     penalties and dropout rates: each tower starts from the solo model's weights and dropout
     streams, and the batch order is the one the solo fit draws under the same seed."""
-    from pipeline.towers import Tower, fit_towers, tower_weights
+    from pipeline.towers import fit_towers, tower_of, tower_weights
 
     X, y = digits
     fit = dict(epochs=3, batch_size=32, validation_split=0.1, shuffle=shuffle)
     fused = fit_towers(TOWERS, X, y, task="classification", optimizer="rmsprop",
                        optimizer_args={"learning_rate": 0.003}, seed=5, **fit)
-    towers = [Tower.from_model_args(t) for t in TOWERS]
+    towers = [tower_of(t) for t in TOWERS]
     for fused_weights, spec in zip(tower_weights(fused.model, towers), TOWERS):
         solo_weights = _solo(spec, X, y, **fit)
         assert [w.shape for w in fused_weights] == [w.shape for w in solo_weights]
