@@ -48,7 +48,7 @@ def main() -> int:
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from pipeline.config import DataConfig
+    from pipeline.spec.config import DataConfig
     from pipeline.data import load_dataset
 
     data = load_dataset(DataConfig(name=args.data, validation_split=args.validation_split), args.seed)

@@ -8,7 +8,7 @@ candidate's mean CV accuracy from both. Optional rows:
 
   --halving   the pipeline's successive halving (configs/halving.yaml) next to its full grid
   --memory    peak RSS of a 100-fit search with the default settings
-  --no-fuse   also time the pipeline with fusing off (search.fuse=false)
+  --no-fuse   also time the pipeline with fusing off (execution.fuse=false)
 
     python benchmarks/search_speed.py [--repeats 3] [--halving] [--memory] [--no-fuse]
 """
@@ -75,25 +75,20 @@ def run_measured(command: list[str]) -> tuple[float, float, float, float]:
 
 def _tree_memory_mb(root: int) -> float:
     """Memory of `root` and all its descendants in MB: the sum of their proportional set sizes
-    (Linux smaps_rollup), so pages the processes share (TensorFlow's libraries, memory-mapped
-    data) count once, not once per process as summed RSS would."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
+    (psutil's `memory_full_info().pss`), so pages the processes share (TensorFlow's libraries,
+    memory-mapped data) count once, not once per process as summed RSS would."""
+    import psutil
+
+    try:
+        processes = [psutil.Process(root)]
+        processes += processes[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
         try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
+            total += process.memory_full_info().pss / 2**20
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total
 
@@ -182,7 +177,7 @@ def main() -> int:
             run_baseline(plain, work)
             run_pipeline(pipeline, work, GRID, [])
             if args.no_fuse:
-                run_pipeline(unfused, work, GRID, ["--set", "search.fuse=false"])
+                run_pipeline(unfused, work, GRID, ["--set", "execution.fuse=false"])
             if args.halving:
                 run_pipeline(halving, work, ROOT / "configs" / "halving.yaml", [])
         print_table(rows, plain)

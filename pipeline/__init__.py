@@ -1,7 +1,9 @@
 """pipeline: config-driven hyperparameter searches over Keras Sequential classifiers.
 
 The public API is small and imported lazily, so `import pipeline` stays fast and
-TensorFlow loads only when a function that needs it is called.
+TensorFlow loads only when a function that needs it is called. The layers, highest first
+(each may import only those below it; `tests/unit/test_layers.py` checks it):
+`cli` > `tuning` > `training` > `data` > `spec`, `review` > `core`.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ __all__ = [
 ]
 
 _WHERE = {
-    "PipelineError": "errors",
-    "load_config": "config",
-    "load_dataset": "data",
-    "build_model": "models",
-    "train_model": "train",
-    "run_search": "search",
-    "load_model": "persistence",
+    "PipelineError": "core.errors",
+    "load_config": "spec.config",
+    "load_dataset": "data.datasets",
+    "build_model": "training.factory",
+    "train_model": "training.single",
+    "run_search": "tuning.run",
+    "load_model": "training.persistence",
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.errors import run_cli
+from pipeline.core.errors import run_cli
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -34,10 +34,10 @@ def write_config(folder: Path, name: str = "tiny.yaml", **sections) -> Path:
     """A YAML config in `folder`: TINY with `sections` replacing whole top-level keys.
 
     Searches train in the test's own process (`fits_per_process: 0`, `n_jobs: 1`: saving a
-    TensorFlow start-up per test) unless the search section asks for worker processes itself.
+    TensorFlow start-up per test) unless the execution section asks for worker processes itself.
     """
     if "search" in sections:
-        sections["search"] = {"fits_per_process": 0, "n_jobs": 1, **sections["search"]}
+        sections["execution"] = {"fits_per_process": 0, "n_jobs": 1, **sections.get("execution", {})}
     path = folder / name
     path.write_text(yaml.safe_dump({**TINY, **sections}, sort_keys=False))
     return path

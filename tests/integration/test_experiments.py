@@ -16,7 +16,7 @@ from pipeline.search import main
 def test_regression_end_to_end_on_quadratic(tmp_path, capsys):
     args = ["--config", PROJECT / "configs" / "quadratic.yaml", "--output-dir", tmp_path / "out", "--quiet",
             "--set", "data.samples=300", "--set", "training.epochs=4", "--set", "cv.folds=2",
-            "--set", "search.fits_per_process=0",
+            "--set", "execution.fits_per_process=0",
             "--set", "search.params={model__init_mode: [zeros, glorot_uniform], optimizer__learning_rate: [0.001, 0.003]}"]
     assert run_main(main, args) == 0
     out = capsys.readouterr().out
@@ -40,13 +40,35 @@ def test_regression_end_to_end_on_quadratic(tmp_path, capsys):
     assert "r2 mean ± std" in markdown
 
 
+def test_train_on_the_regression_config(tmp_path, capsys):
+    """`pipeline.train` on quadratic.yaml: one linear output, MSE loss, test MSE and R^2 reported
+    (the MSE is the loaded model's own on the test split)."""
+    import pipeline
+    from pipeline import train
+
+    args = ["--config", PROJECT / "configs" / "quadratic.yaml", "--output-dir", tmp_path / "out", "--quiet",
+            "--set", "data.samples=300", "--set", "training.epochs=30", "--set", "model.init_mode=glorot_uniform",
+            "--set", "optimizer.learning_rate=0.003"]
+    assert run_main(train.main, args) == 0
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "out").iterdir()
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["task"] == "regression" and set(run) >= {"test_mse", "test_r2"} and "test_accuracy" not in run
+    assert f"mse {run['test_mse']:.4f}, r2 {run['test_r2']:.4f}" in out and "regression" in out
+    model = pipeline.load_model(run_dir / "model")
+    data = pipeline.load_dataset(pipeline.load_config(run_dir / "config.yaml").data, 7)
+    assert model.metadata["task"] == "regression" and model.keras_model.layers[-1].units == 1
+    mse = float(np.mean((model.predict(data.x_test * [5.0, 10.0]) - data.y_test) ** 2))
+    assert mse == pytest.approx(run["test_mse"], rel=1e-4) and run["test_r2"] > 0
+
+
 @pytest.mark.parametrize("config, needle", [
     ("optimizers.yaml", "loss_curves_optimizer__optimizer__momentum__optimizer__nesterov__optimizer__decay.png"),
     ("regularization.yaml", "train − validation gap"),
 ])
 def test_study_configs_run_when_shrunk(config, needle, tmp_path):
     shrink = ["data.name=mnist-sample", "data.train_samples=300", "data.test_samples=100", "training.epochs=2",
-              "cv.folds=2", "search.fits_per_process=0", "model.hidden_layers=[16]"]
+              "cv.folds=2", "execution.fits_per_process=0", "model.hidden_layers=[16]"]
     args = ["--config", PROJECT / "configs" / config, "--output-dir", tmp_path / "out", "--quiet"]
     for override in shrink:
         args += ["--set", override]
@@ -79,8 +101,8 @@ def test_random_weight_baselines(tmp_path, capsys):
 
 
 def test_numpy_loss_matches_keras():
-    from pipeline.baselines import loss_and_accuracy
-    from pipeline.models import build_model
+    from pipeline.training.baselines import loss_and_accuracy
+    from pipeline.training.factory import build_model
 
     rng = np.random.default_rng(0)
     x, y = rng.random((50, 2), dtype=np.float32), rng.integers(0, 3, 50)

@@ -11,7 +11,7 @@ from conftest import run_main
 from PIL import Image
 
 import pipeline
-from pipeline.config import DataConfig
+from pipeline.spec.config import DataConfig
 from pipeline.data import load_dataset
 from pipeline.predict import main
 

@@ -11,8 +11,12 @@ from conftest import TINY, run_main, write_config
 from sklearn.base import is_classifier
 from sklearn.model_selection import StratifiedKFold, check_cv
 
-from pipeline.config import parse_config
-from pipeline.search import build_estimator, main, plan_search
+from pipeline.data import load_dataset
+from pipeline.search import main
+from pipeline.spec.config import load_config, parse_config
+from pipeline.tuning.strategies import count_fits
+
+from conftest import PROJECT
 
 
 def test_tiny_grid_run_folder(tiny_search_run):
@@ -44,7 +48,9 @@ def test_tiny_grid_run_folder(tiny_search_run):
 def test_classifier_tags_make_cv_stratified():
     from scikeras.wrappers import KerasClassifier
 
-    estimator = build_estimator(parse_config(TINY))
+    from pipeline.tuning.run import build_estimator
+
+    estimator = build_estimator(parse_config(TINY), "classification")
     y = np.repeat(np.arange(3), 10)
     assert is_classifier(estimator)
     assert isinstance(check_cv(3, y, classifier=is_classifier(estimator)), StratifiedKFold)
@@ -89,7 +95,56 @@ def test_dry_run_counts_and_writes_nothing(tmp_path, capsys):
     halving = parse_config({**TINY, "training": {"epochs": 9, "batch_size": 8}, "search": {
         "strategy": "halving-grid", "params": {"model__init_mode": ["zeros", "he_normal", "uniform", "normal",
                                                                      "ones", "lecun_normal", "he_uniform", "glorot_normal", "orthogonal"]}}})
-    assert plan_search(halving).candidates == (9, 3, 1)
+    assert count_fits(halving, load_dataset(halving.data, halving.seed)).candidates == (9, 3, 1)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the stand-in scores NaN on one-sample folds
+@pytest.mark.parametrize("config, overrides", [
+    ("halving.yaml", ["data.name=digits", "search.resource=n_samples", "search.min_resources=null"]),
+    ("halving.yaml", ["data.name=digits", "search.resource=n_samples", "search.factor=2", "data.train_samples=600"]),
+    ("quadratic.yaml", ["search.strategy=halving-grid", "search.resource=n_samples", "search.factor=2"]),
+    ("quadratic.yaml", []),
+])
+def test_counts_are_the_ones_scikit_learn_runs(config, overrides):
+    """The rounds counted for --dry-run and the progress bar equal the candidates scikit-learn's own
+    search evaluates, with a stand-in estimator, on the real data (digits: 1,437 training samples,
+    10 classes; quadratic: regression)."""
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV
+
+    from pipeline.spec.space import param_space
+    from pipeline.tuning.strategies import make_cv
+
+    experiment = load_config(PROJECT / "configs" / config, overrides, search=True)
+    data = load_dataset(experiment.data, experiment.seed)
+    plan = count_fits(experiment, data)
+
+    class Constant(ClassifierMixin if data.task == "classification" else RegressorMixin, BaseEstimator):
+        def __init__(self, epochs=1, **params):
+            self.epochs, self.params = epochs, params
+
+        def set_params(self, **params):
+            return self
+
+        def fit(self, X, y):
+            self.value_ = np.bincount(y).argmax() if data.task == "classification" else float(np.mean(y))
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.value_)
+
+    cv = make_cv(experiment, data.task)
+    if experiment.search.strategy == "grid":
+        real = GridSearchCV(Constant(), param_space(experiment), cv=cv).fit(data.x_train, data.y_train)
+        assert plan.candidates == (len(real.cv_results_["params"]),)
+    else:
+        search = experiment.search
+        real = HalvingGridSearchCV(Constant(), param_space(experiment), cv=cv, factor=search.factor,
+                                   resource=search.resource, min_resources=search.min_resources or "smallest",
+                                   random_state=experiment.seed).fit(data.x_train, data.y_train)
+        assert plan.candidates == tuple(real.n_candidates_) and len(plan.candidates) > 1
+    assert plan.fits == sum(plan.candidates) * experiment.cv.folds + 1
 
 
 def test_failed_candidate_is_recorded_and_ranked_last(tmp_path, capsys):

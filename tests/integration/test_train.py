@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from conftest import run_main, write_config
 
-from pipeline.errors import PipelineError
-from pipeline.persistence import load_model
+from pipeline.core.errors import PipelineError
+from pipeline.training.persistence import load_model
 from pipeline.train import main
 
 
@@ -40,9 +40,9 @@ def test_train_run_writes_history_plots_model_and_metadata(tmp_path, capsys):
 
 
 def test_json_and_hdf5_round_trip_predicts_bit_for_bit(tmp_path):
-    from pipeline.config import load_config
+    from pipeline.spec.config import load_config
     from pipeline.data import load_dataset
-    from pipeline.train import train_model
+    from pipeline.training.single import train_model
 
     config = load_config(write_config(tmp_path), [f"output_dir={tmp_path / 'out'}"])
     data = load_dataset(config.data, config.seed)
@@ -81,23 +81,26 @@ def test_load_model_errors(tmp_path):
 
 
 def test_reused_model_trains_exactly_like_a_fresh_one():
-    """build_or_reuse_model keeps the traced model but must start from the same weights, dropout
+    """A search's model cache keeps the compiled model but must start from the same weights, dropout
     state and optimizer state as a fresh build: the trained weights are bit-identical."""
-    from pipeline._tf import set_seed
-    from pipeline.models import build_model, build_or_reuse_model
+    from pipeline.core.runtime import set_seed
+    from pipeline.spec.vocabulary import NetworkSpec, OptimizerSpec
+    from pipeline.training.context import ModelCache
 
     rng = np.random.default_rng(1)
     x, y = rng.random((64, 20), dtype=np.float32), np.repeat(np.arange(4), 16)
-    args = dict(n_features=20, n_outputs=4, hidden_layers=(16,), dropout=0.3, optimizer="adam", learning_rate=0.01)
+    build = dict(n_features=20, n_outputs=4)
+    optimizer = OptimizerSpec(name="adam", learning_rate=0.01)
+    cache = ModelCache()
 
-    def trained(build, init_mode):
+    def trained(models, init_mode):
         set_seed(5)
-        model = build(**args, init_mode=init_mode)
+        model = models.solo(NetworkSpec(hidden_layers=(16,), dropout=0.3, init_mode=init_mode), optimizer, **build)
         model.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
         return model, [w.copy() for w in model.get_weights()]
 
-    first, _ = trained(build_or_reuse_model, "he_normal")
-    again, reused = trained(build_or_reuse_model, "glorot_uniform")
+    first, _ = trained(cache, "he_normal")
+    again, reused = trained(cache, "glorot_uniform")
     assert again is first  # the compiled model was reused ...
-    _, fresh = trained(build_model, "glorot_uniform")
+    _, fresh = trained(ModelCache(), "glorot_uniform")
     assert all(np.array_equal(a, b) for a, b in zip(reused, fresh))  # ... and trained identically

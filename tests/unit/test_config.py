@@ -6,8 +6,8 @@ import pytest
 import yaml
 from conftest import TINY, run_main, write_config
 
-from pipeline.config import load_config, parse_config
-from pipeline.errors import PipelineError
+from pipeline.spec.config import load_config, parse_config
+from pipeline.core.errors import PipelineError
 
 
 def test_valid_file_round_trips_through_yaml(tmp_path):

@@ -9,11 +9,12 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from pipeline.config import DataConfig
-from pipeline.data import MNIST_SAMPLE_FILES, load_dataset, load_idx_pair, read_idx, split_validation
-from pipeline.errors import PipelineError
+from pipeline.spec.config import DataConfig
+from pipeline.data.datasets import MNIST_SAMPLE_FILES, load_dataset, split_validation
+from pipeline.data.idx import load_idx_pair, read_idx
+from pipeline.core.errors import PipelineError
 
-SHIPPED = resources.files("pipeline") / "datasets"
+SHIPPED = resources.files("pipeline.data") / "mnist_sample"
 # Label counts of the official MNIST test set.
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -75,7 +76,7 @@ def test_subsamples_keep_every_class():
 
 
 def test_mnist_falls_back_loudly_when_offline(monkeypatch, capsys):
-    import pipeline._tf
+    import pipeline.core.runtime
 
     class Offline:
         class datasets:
@@ -84,7 +85,7 @@ def test_mnist_falls_back_loudly_when_offline(monkeypatch, capsys):
                 def load_data():
                     raise Exception("URL fetch failure: Name or service not known")
 
-    monkeypatch.setattr(pipeline._tf, "keras", lambda: Offline)
+    monkeypatch.setattr(pipeline.core.runtime, "keras", lambda: Offline)
     data = load_dataset(DataConfig(name="mnist"), 0)
     err = capsys.readouterr().err
     assert data.name == "mnist-sample" and data.requested == "mnist"

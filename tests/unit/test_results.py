@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.results import best_params, best_row, cv_results_frame, param_columns, summary_lines, tidy_results
+from pipeline.review.tables import best_params, best_row, cv_results_frame, param_columns, summary_lines, tidy_results
 
 CV_RESULTS = {
     "params": [

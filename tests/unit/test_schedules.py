@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.schedules import exp_decay, schedule_function, step_decay, time_decay, warm_restarts
+from pipeline.training.schedules import exp_decay, schedule_function, step_decay, time_decay, warm_restarts
 
 
 def test_time_decay_is_the_classic_formula():

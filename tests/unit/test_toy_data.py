@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import DataConfig, ModelConfig
-from pipeline.data import load_dataset, quadratic_data, spiral_data, vertical_data
-from pipeline.hyperparams import parse_initializer
+from pipeline.data import load_dataset
+from pipeline.data.toy import quadratic_data, spiral_data, vertical_data
+from pipeline.spec.config import DataConfig
+from pipeline.spec.vocabulary import NetworkSpec, parse_initializer
 
 
 @pytest.mark.parametrize("generate", [vertical_data, spiral_data])
@@ -51,4 +52,4 @@ def test_parameterised_initializers():
                          ("gamma(1, 2)", "not understood"), ("he_nromal", "unknown initializer")):
         with pytest.raises(ValueError, match=message):
             parse_initializer(bad)
-    assert ModelConfig(init_mode="uniform(-10, 10)", bias_init="constant(2)").bias_init == "constant(2)"
+    assert NetworkSpec(init_mode="uniform(-10, 10)", bias_init="constant(2)").bias_init == "constant(2)"

@@ -1,0 +1,29 @@
+"""Command-line flags shared by `pipeline.search` and `pipeline.train`, as config overrides."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """--set, --data and --output-dir: the config overrides both commands take."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set cv.folds=5 --set optimizer.learning_rate=0.05")
+    parser.add_argument("--data", metavar="PATH", help="use a local .npz file or folder of IDX files")
+    parser.add_argument("--output-dir", help="where run folders go (default: output_dir of the config)")
+
+
+def cli_overrides(args: argparse.Namespace) -> list[str]:
+    """The command-line flags as `--set`-style overrides, applied before validation."""
+    overrides = list(args.overrides)
+    if getattr(args, "epochs", None) is not None:  # pipeline.train only
+        overrides.append(f"training.epochs={args.epochs}")
+    if args.data:
+        overrides += ["data.name=file", f"data.path={args.data}"]
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if getattr(args, "backend", None):  # pipeline.search only
+        overrides.append(f"execution.backend={args.backend}")
+    if getattr(args, "scheduler", None):
+        overrides += [f"execution.scheduler={args.scheduler}"] + ([] if args.backend else ["execution.backend=dask"])
+    return overrides

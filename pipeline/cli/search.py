@@ -1,0 +1,155 @@
+"""`python -m pipeline.search`: config -> data -> search -> results -> best model, in a run folder.
+
+This process holds the run's lock for the whole run. It trains in-process when the search is
+small (or runs on Dask); otherwise it supervises a series of worker processes
+(`pipeline.tuning.supervisor`) that continue from the fit journal. `--resume RUN` continues a
+killed or interrupted run, and may change how it executes (`--backend`, `--scheduler`,
+`--set execution.*`), never what it computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError
+from ..core.files import run_lock
+from ..data import Dataset, load_dataset
+from ..spec.config import ExperimentConfig, load_config
+from .common import add_config_flags, cli_overrides
+
+DEFAULT_CONFIG = "configs/init_grid.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help=f"YAML experiment (default: {DEFAULT_CONFIG}, the initializer grid)")
+    add_config_flags(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the candidate and fit counts, then exit")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run in its folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--backend", choices=["local", "dask"],
+                        help="where fits train: this machine (default) or a Dask cluster (execution.backend)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
+    parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
+    parser.add_argument("--max-fits", type=int, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ..tuning.lifecycle import load_run_dataset, resume_run, start_run
+    from ..tuning.strategies import count_fits
+
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        return _work(Path(args.worker), args.max_fits)
+    run_dir = Path(args.resume) if args.resume else None
+    if run_dir is not None and not run_dir.is_dir():
+        raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
+    if run_dir is not None and not args.config and not (run_dir / "config.yaml").is_file():
+        raise PipelineError(f"--resume {run_dir}: config.yaml is missing; give a run folder written by pipeline.search")
+    given = load_config(_config_path(args.config, run_dir), cli_overrides(args), search=True)
+    if args.dry_run:
+        config, dataset = load_run_dataset(run_dir) if run_dir else (given, load_dataset(given.data, given.seed))
+        plan = count_fits(config, dataset)
+        rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if len(plan.candidates) > 1 else ""
+        print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
+              f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
+        return 0
+    if run_dir is None:
+        if given.execution.backend == "dask" and given.execution.scheduler:
+            _check_scheduler(given.execution.scheduler)  # before the run folder exists: nothing half-made
+        dataset = load_dataset(given.data, given.seed)
+        run_dir = start_run(given, dataset)
+    with run_lock(run_dir):
+        if args.resume:
+            config, dataset = resume_run(run_dir, given)
+        else:
+            config = given
+        execution = config.execution
+        if execution.fits_per_process == 0 or execution.backend == "dask":  # in-process (Dask's workers train)
+            return _run_here(config, dataset, run_dir, progress=not args.quiet)
+        total = count_fits(config, dataset).fits - 1
+        if total <= execution.fits_per_process:  # one worker's quota: spare a process start-up
+            return _run_here(config, dataset, run_dir, progress=not args.quiet)
+        from ..tuning.supervisor import supervise
+
+        return supervise(run_dir, total, execution.fits_per_process, progress=not args.quiet)
+
+
+def _work(run_dir: Path, max_fits: int | None) -> int:
+    """A worker process of the supervisor (which holds the lock): resume, train at most `max_fits` new fits."""
+    from ..tuning.lifecycle import resume_run
+    from ..tuning.session import FitBudget, RecycleWorker
+    from ..tuning.supervisor import EXIT_RECYCLE, exit_with_parent
+
+    exit_with_parent()
+    config, dataset = resume_run(run_dir)
+    try:
+        return _run_here(config, dataset, run_dir, progress=False,
+                         budget=FitBudget(max_fits, config.execution.max_memory_growth))
+    except RecycleWorker:
+        return EXIT_RECYCLE
+
+
+def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool, budget=None) -> int:
+    """Run the search in this process and print the tutorial-style summary."""
+    from ..tuning.lifecycle import mark_run
+    from ..tuning.run import run_search
+    from ..tuning.session import InfrastructureStop, SearchAborted
+
+    resume = f"python -m pipeline.search --resume {run_dir}"
+    try:
+        outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget)
+    except KeyboardInterrupt:
+        mark_run(run_dir, "interrupted")
+        print(f"\ninterrupted: finished fits are kept in {run_dir}/journal.jsonl; continue with\n  {resume}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SearchAborted as error:
+        mark_run(run_dir, "aborted", reason=str(error))
+        print(f"error: search aborted: {error}; fix the config (or raise execution.max_consecutive_failures) "
+              "and start a new run", file=sys.stderr)
+        return EXIT_FAILED
+    except InfrastructureStop as error:
+        mark_run(run_dir, "interrupted", reason=str(error))
+        print(f"error: {error}; fix the cause, then continue with: {resume}", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(outcome["summary"]))
+    failed = outcome["failed_candidates"]
+    if failed:
+        print(f"{len(failed)} failed candidate(s):")
+        for candidate, reason in failed.items():
+            print(f"  candidate {candidate}: {reason}")
+    scores = ", ".join(f"{name} {value:.4f}" for name, value in outcome["test_scores"].items())
+    print(f"test {scores} of the refitted best model ({dataset.name}, {len(dataset.y_test)} test samples)")
+    print(f"run folder: {run_dir} (report: {run_dir}/report.html)")
+    return 0
+
+
+def _config_path(given: str | None, run_dir: Path | None) -> Path:
+    if given:
+        return Path(given)
+    if run_dir is not None:
+        return run_dir / "config.yaml"
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (base / DEFAULT_CONFIG).is_file():
+            return base / DEFAULT_CONFIG
+    raise PipelineError(f"no --config given and {DEFAULT_CONFIG} not found here; pass --config FILE")
+
+
+def _check_scheduler(address: str) -> None:
+    """Connect to the Dask scheduler once and check the cluster (errors are one line)."""
+    from ..tuning.cluster import dask_client
+
+    with dask_client(address, cores=0):
+        pass
+
+
+if __name__ == "__main__":
+    from ..core.errors import run_cli
+
+    raise SystemExit(run_cli(main))

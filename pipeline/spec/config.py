@@ -1,0 +1,254 @@
+"""YAML experiment files -> validated, frozen config objects, split into identity and execution.
+
+One schema serves `pipeline.train` (one model) and `pipeline.search` (a search over many).
+Unknown keys, wrong types, unknown names and out-of-range values are rejected with a
+one-line `PipelineError` naming the file and the key.
+
+The split that resume relies on: `identity()` is everything the results depend on (data,
+model, optimizer, training, schedule, callbacks, folds, search space, seed), compared in
+full when a run is resumed; `execution` is how the run executes (backend, scheduler,
+worker processes, recycling, fusing, the failure limit), which a resume may change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal, Sequence, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..core.errors import PipelineError
+from .vocabulary import (CheckpointSpec, EarlyStoppingSpec, NetworkSpec, OptimizerSpec, ScheduleSpec, Spec,
+                         TrainingSpec, one_of)
+
+DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file", "vertical", "spiral", "quadratic")
+STRATEGIES = ("grid", "random", "halving-grid", "halving-random")
+
+
+class DataConfig(Spec):
+    """Which dataset, and how it is split and subsampled."""
+
+    name: str = "mnist"
+    path: str | None = None
+    test_size: float = Field(0.2, gt=0, lt=1)
+    validation_split: float = Field(0.1, ge=0, lt=1)
+    train_samples: int | None = Field(None, gt=0)
+    test_samples: int | None = Field(None, gt=0)
+    # Generated sets: points per class (vertical, spiral; default 100) or in all (quadratic; default 1000).
+    samples: int | None = Field(None, gt=0)
+    noise: float | None = Field(None, ge=0)
+    x1_range: tuple[float, float] = (-5.0, 5.0)
+    x2_range: tuple[float, float] = (-10.0, 10.0)
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        return one_of(name, DATASET_NAMES, "dataset")
+
+    @model_validator(mode="after")
+    def _path_with_file(self) -> "DataConfig":
+        if self.name == "file" and not self.path:
+            raise ValueError("data.name 'file' needs data.path (a .npz file or a folder of IDX files)")
+        if self.path and self.name != "file":
+            raise ValueError(f"data.path is only used with data.name 'file', not '{self.name}'")
+        return self
+
+
+class CallbacksConfig(Spec):
+    early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    terminate_on_nan: bool = True
+
+
+class CVConfig(Spec):
+    folds: int = Field(3, ge=2)
+    shuffle: bool = True
+
+
+ParamValues = Union[list, dict]
+
+
+class SearchConfig(Spec):
+    """What to search: the strategy and the space, in scikeras' routed parameter names."""
+
+    strategy: str = "grid"
+    params: Union[dict[str, ParamValues], list[dict[str, ParamValues]]] = Field(default_factory=dict)
+    n_iter: int = Field(10, gt=0)
+    scoring: str | None = None
+    resource: Literal["epochs", "n_samples"] = "epochs"
+    factor: float = Field(3.0, gt=1)
+    min_resources: int | None = Field(None, gt=0)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        return one_of(name, STRATEGIES, "search strategy")
+
+    def grids(self) -> list[dict[str, ParamValues]]:
+        """The space as a list of sub-grids (a single dict is one sub-grid)."""
+        return self.params if isinstance(self.params, list) else [self.params]
+
+
+class ExecutionConfig(Spec):
+    """How a search executes. None of it changes a result, so `--resume` may change any of it."""
+
+    # Where fits train: "local" (this machine) or "dask" (the scheduler at `scheduler`, e.g.
+    # tcp://host:8786, or without it a LocalCluster sized to this machine).
+    backend: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    # Candidates that differ only inside the model train together as towers of one program
+    # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
+    fuse: bool = True
+    max_towers: int = Field(16, ge=2)
+    # Worker processes for fused groups (null = one per CPU core), each with cores / n_jobs TensorFlow threads.
+    n_jobs: int | None = Field(None, gt=0)
+    # Fits train in worker processes that a fresh one replaces after this many fits, or once the
+    # worker's memory grew by max_memory_growth (TensorFlow leaks per traced model); 0 = in-process.
+    fits_per_process: int = Field(100, ge=0)
+    max_memory_growth: float = Field(0.10, gt=0)
+    # This many candidate failures in a row (not infrastructure failures) abort the run; null = never.
+    max_consecutive_failures: int | None = Field(10, gt=0)
+
+
+class ReportConfig(Spec):
+    """Extra report figures: training-loss curves of the best candidate per combination of these
+    parameters (e.g. [optimizer, optimizer__momentum, optimizer__nesterov]: one line per optimizer)."""
+
+    curves_by: list[str] = Field(default_factory=list)
+
+
+# Sections that do not change results: they are left out of the run's identity.
+NOT_IDENTITY = ("experiment", "output_dir", "execution", "report")
+
+
+class ExperimentConfig(Spec):
+    """One experiment file: the fixed settings plus, for a search, the space to search."""
+
+    experiment: str = "experiment"
+    seed: int = 0
+    output_dir: str = "outputs"
+    data: DataConfig = DataConfig()
+    model: NetworkSpec = NetworkSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    training: TrainingSpec = TrainingSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+    callbacks: CallbacksConfig = CallbacksConfig()
+    cv: CVConfig = CVConfig()
+    search: SearchConfig = SearchConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"'{name}' must be letters, digits, '-', '_' or '.' (it names the run folder)")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        if self.optimizer.decay and self.schedule.name != "none":
+            raise ValueError(
+                f"optimizer.decay and schedule '{self.schedule.name}' both set the learning rate; keep one of them"
+            )
+        needs_validation = [
+            f"callbacks.{name}.monitor" for name, section in
+            (("early_stopping", self.callbacks.early_stopping), ("checkpoint", self.callbacks.checkpoint))
+            if section.enabled and section.monitor.startswith("val_")
+        ]
+        if needs_validation and self.data.validation_split == 0:
+            raise ValueError(f"{needs_validation[0]} watches a validation metric but data.validation_split is 0; raise it")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """Everything the results depend on, as plain values: what a resumed run must share."""
+        return self.model_dump(mode="json", exclude=set(NOT_IDENTITY))
+
+    def identity_hash(self) -> str:
+        return hashlib.sha256(yaml.safe_dump(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML; `load_config` reads it back to an equal config."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = (), search: bool = False) -> ExperimentConfig:
+    """Read, override (`key.sub=value` strings, values parsed as YAML) and validate a config file.
+
+    With `search=True` the file must also define a non-empty search space.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"config file {path} not found: pass an existing YAML file with --config")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise PipelineError(f"{path}: not valid YAML{line}: fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path}: the top level must be a mapping of sections (experiment, data, model, ...)")
+    for override in overrides:
+        _apply_override(raw, override)
+    return parse_config(raw, source=str(path), search=search)
+
+
+def parse_config(raw: dict[str, Any], source: str = "<config>", search: bool = False) -> ExperimentConfig:
+    """Validate a raw mapping (as read from YAML) into an `ExperimentConfig`."""
+    from .space import check_search_space
+
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise PipelineError(f"{source}: {describe(error)}") from None
+    try:
+        if search or config.search.params:
+            check_search_space(config)
+    except ValueError as error:
+        raise PipelineError(f"{source}: {error}") from None
+    return config
+
+
+def first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    """Where two plain nested values first differ, as 'key.path (a, b)'."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')} ({a!r} in the run, {b!r} given)"
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise PipelineError(f"--set {override!r}: expected key=value, e.g. --set cv.folds=5")
+    node = raw
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise PipelineError(f"--set {override!r}: '{part}' is not a section")
+        node = child
+    try:
+        node[leaf] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise PipelineError(f"--set {override!r}: the value is not valid YAML") from None
+
+
+def describe(error: ValidationError) -> str:
+    """The first validation problem as 'key.path: message'."""
+    first = error.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        if len(loc) == 2 and loc[0] == "search" and loc[1] in ExecutionConfig.model_fields:
+            return f"{key}: moved to execution.{loc[1]} (how a run executes, which a resume may change)"
+        return f"{key}: unknown key; remove it or check its spelling"
+    message = first["msg"].removeprefix("Value error, ")
+    given = first.get("input")
+    if first["type"] != "value_error" and not isinstance(given, (dict, list)):
+        message += f" (got {given!r})"
+    return f"{key}: {message}"

@@ -1,0 +1,108 @@
+"""Search spaces: checked value by value before anything trains, then turned into scikit-learn's form.
+
+A space uses scikeras' routed parameter names (`model__init_mode`, `optimizer__momentum`,
+`batch_size`); each value is checked by the vocabulary section that owns it. A value is a
+list (grid) or, for the random strategies, a distribution (`uniform`, `loguniform`,
+`randint` with inclusive bounds, `choice`); a list of mappings gives sub-grids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import vocabulary as vocab
+from .config import ExperimentConfig, ParamValues, describe
+
+DISTRIBUTIONS = ("uniform", "loguniform", "randint", "choice")
+
+
+def check_search_space(config: ExperimentConfig) -> None:
+    """Reject unknown names, empty lists and invalid values (ValueError naming the key)."""
+    allowed = vocab.searchable()
+    for grid in config.search.grids():
+        if not grid:
+            raise ValueError("search.params: empty search space; list at least one parameter with values")
+        for name, values in grid.items():
+            where = f"search.params.{name}"
+            if name not in allowed:
+                raise ValueError(
+                    f"{where}: unknown parameter; use scikeras-routed names such as "
+                    "model__init_mode, optimizer__learning_rate, batch_size (see README)"
+                )
+            if isinstance(values, dict):
+                _check_distribution(where, values, config.search.strategy)
+                choices = values.get("values", [])
+            else:
+                choices = values
+                if not choices:
+                    raise ValueError(f"{where}: empty list of values; give at least one")
+            section, field = allowed[name]
+            for value in choices:
+                _check_value(where, section, field, value)
+            if config.search.strategy.startswith("halving") and name == config.search.resource:
+                raise ValueError(f"{where}: '{name}' is the halving resource (search.resource), so it cannot "
+                                 "also be searched; remove it or set search.resource: n_samples")
+        _check_families_apply(config, grid)
+
+
+def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
+    """The config's space for scikit-learn: lists stay lists, distributions become scipy objects."""
+    def convert(spec):
+        if not isinstance(spec, dict):
+            return [tuple(v) if isinstance(v, list) else v for v in spec]
+        from scipy import stats  # only for distributions: a slow import
+
+        kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
+        if kind == "choice":
+            return convert(spec["values"])
+        if kind == "uniform":
+            return stats.uniform(loc=low, scale=high - low)
+        if kind == "loguniform":
+            return stats.loguniform(low, high)
+        return stats.randint(low, high + 1)  # randint bounds are inclusive in our configs
+
+    return [{name: convert(spec) for name, spec in grid.items()} for grid in config.search.grids()]
+
+
+def _check_distribution(where: str, spec: dict, strategy: str) -> None:
+    if strategy not in ("random", "halving-random"):
+        raise ValueError(f"{where}: distributions need strategy random or halving-random; give a list for {strategy}")
+    kind = spec.get("distribution")
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"{where}.distribution: choose one of {', '.join(DISTRIBUTIONS)}")
+    if kind == "choice":
+        if set(spec) != {"distribution", "values"} or not spec["values"]:
+            raise ValueError(f"{where}: a choice needs a non-empty 'values' list and nothing else")
+        return
+    if set(spec) != {"distribution", "low", "high"}:
+        raise ValueError(f"{where}: a {kind} distribution needs exactly 'low' and 'high'")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
+        raise ValueError(f"{where}: needs numbers with low < high (got low={low!r}, high={high!r})")
+    if kind == "loguniform" and low <= 0:
+        raise ValueError(f"{where}: loguniform needs low > 0 (got {low!r})")
+    if kind == "randint" and not (isinstance(low, int) and isinstance(high, int)):
+        raise ValueError(f"{where}: randint needs integer bounds")
+
+
+def _check_value(where: str, section: type[vocab.Spec], field: str, value: Any) -> None:
+    try:
+        section.model_validate({field: value}, context={"single_value": True})
+    except ValidationError as error:
+        raise ValueError(f"{where}: {describe(error).partition(': ')[2]}") from None
+
+
+def _check_families_apply(config: ExperimentConfig, grid: dict[str, ParamValues]) -> None:
+    """Optimizer and schedule arguments must apply to every optimizer and schedule they meet."""
+    def names_and_args(family: vocab.Family, fixed_name: str, fixed_args: dict) -> tuple[list, set]:
+        names = grid.get(family.prefix, [fixed_name])
+        names = names.get("values", []) if isinstance(names, dict) else names
+        args = set(fixed_args) | {k.split("__", 1)[1] for k in grid if k.startswith(family.prefix + "__")}
+        return names, args - set(vocab.OPTIMIZER_COMMON_ARGS)
+
+    names, args = names_and_args(vocab.OPTIMIZER, config.optimizer.name, config.optimizer.specific_args())
+    vocab.check_args_apply("search.params: optimizer", names, sorted(args), vocab.OPTIMIZER_ARGS)
+    names, args = names_and_args(vocab.SCHEDULE, config.schedule.name, config.schedule.kwargs())
+    vocab.check_args_apply("search.params: lr_schedule", names, sorted(args), vocab.SCHEDULE_ARGS)

@@ -1,0 +1,152 @@
+"""The Keras pieces of a fused model: T Dense layers side by side, per-tower dropout, per-tower
+losses and metrics. Importing this module loads TensorFlow; `pipeline.training.towers` imports it
+only when a fused model is built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.runtime import keras as _keras
+
+keras = _keras()
+
+
+def per_tower_loss(task: str, y_true, y_pred):
+    """(batch, towers) losses: cross-entropy (from the softmax's logits, as Keras does for one
+    model) or mean squared error. `y_pred` is (batch, towers, outputs)."""
+    towers = y_pred.shape[1]
+    if task == "classification":
+        labels = keras.ops.repeat(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1, 1)), towers, axis=1)
+        return keras.losses.sparse_categorical_crossentropy(labels, y_pred)
+    target = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1, 1))
+    return keras.ops.mean(keras.ops.square(target - y_pred), axis=-1)
+
+
+def summed_loss(task: str):
+    """Per sample: the towers' losses summed, so Keras' batch mean gives sum over towers of each
+    tower's own batch-mean loss (and each tower its own gradient)."""
+    def loss(y_true, y_pred):
+        return keras.ops.sum(per_tower_loss(task, y_true, y_pred), axis=1)
+
+    return loss
+
+
+
+class TowerDense(keras.layers.Layer):
+    """T Dense layers side by side. The first takes the shared input (batch, in) and holds an
+    (in, T, out) kernel, used as one (in, T*out) matrix; later ones take (T, batch, in) and hold
+    (T, in, out) kernels (a batched product). The last returns (batch, T, out)."""
+
+    def __init__(self, towers, index, n_in, n_out, activations, output_activation, **kwargs):
+        super().__init__(**kwargs)
+        self.shared_input = index == 0
+        self.n_towers, self.n_in, self.n_out = len(towers), n_in, n_out
+        self.activations = activations
+        self.output_activation = output_activation
+        in_sizes = [n_in if index == 0 else t.hidden_layers[index - 1] for t in towers]
+        out_sizes = [t.hidden_layers[index] if index < len(t.hidden_layers) else n_out for t in towers]
+        self.mask = None
+        if len(set(in_sizes)) > 1 or len(set(out_sizes)) > 1:  # zero-padded narrower towers
+            mask = np.zeros((len(towers), n_in, n_out), dtype="float32")
+            for t, (rows, cols) in enumerate(zip(in_sizes, out_sizes)):
+                mask[t, :rows, :cols] = 1.0
+            self.mask = mask.transpose(1, 0, 2) if self.shared_input else mask
+        self.penalties = np.array([[t.l1, t.l2, t.bias_l1, t.bias_l2] for t in towers], dtype="float32")
+
+    def build(self, input_shape):
+        shape = (self.n_in, self.n_towers, self.n_out) if self.shared_input else (self.n_towers, self.n_in, self.n_out)
+        penalised = self.penalties.any()  # the regularizers put each tower's penalty into the training loss
+        self.kernel = self.add_weight(shape=shape, initializer="zeros", name="kernel",
+                                      regularizer=(lambda _: keras.ops.sum(self.kernel_penalty())) if penalised else None)
+        self.bias = self.add_weight(shape=(self.n_towers, self.n_out), initializer="zeros", name="bias",
+                                    regularizer=(lambda _: keras.ops.sum(self.bias_penalty())) if penalised else None)
+
+    def kernel_penalty(self):
+        """(T,) each tower's kernel L1/L2 penalty, as Keras' L1L2 regularizer computes it."""
+        ops, p = keras.ops, self.penalties
+        kernel = ops.transpose(self.kernel, (1, 0, 2)) if self.shared_input else self.kernel
+        return p[:, 0] * ops.sum(ops.abs(kernel), axis=(1, 2)) + p[:, 1] * ops.sum(ops.square(kernel), axis=(1, 2))
+
+    def bias_penalty(self):
+        ops, p = keras.ops, self.penalties
+        return p[:, 2] * ops.sum(ops.abs(self.bias), axis=1) + p[:, 3] * ops.sum(ops.square(self.bias), axis=1)
+
+    def penalty(self):
+        """(T,) each tower's total penalty (zeros without regularization)."""
+        if not self.penalties.any():
+            return keras.ops.zeros((self.n_towers,))
+        return self.kernel_penalty() + self.bias_penalty()
+
+    def call(self, inputs):
+        ops = keras.ops
+        kernel = self.kernel if self.mask is None else self.kernel * self.mask
+        if self.shared_input:
+            flat = ops.matmul(inputs, ops.reshape(kernel, (self.n_in, self.n_towers * self.n_out)))
+            outputs = ops.transpose(ops.reshape(flat, (-1, self.n_towers, self.n_out)), (1, 0, 2))
+        else:
+            outputs = ops.matmul(inputs, kernel)  # (T, batch, in) @ (T, in, out)
+        outputs = outputs + ops.expand_dims(self.bias, 1)
+        if self.output_activation is not None:
+            outputs = ops.transpose(outputs, (1, 0, 2))  # (batch, T, out)
+            return keras.activations.get(self.output_activation)(outputs)
+        if len(set(self.activations)) == 1:
+            return keras.activations.get(self.activations[0])(outputs)
+        return ops.stack([keras.activations.get(name)(outputs[t]) for t, name in enumerate(self.activations)])
+
+class TowerDropout(keras.layers.Layer):
+    """Dropout on (T, batch, units) activations with each tower's own rate, own units (padding
+    excluded) and own random stream, i.e. the draws of the tower's solo Dropout layer."""
+
+    def __init__(self, rates, widths, **kwargs):
+        super().__init__(**kwargs)
+        self.rates, self.widths = [float(r) for r in rates], [int(w) for w in widths]
+        self.generators = [keras.random.SeedGenerator(0) for _ in self.rates]
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        ops, width = keras.ops, inputs.shape[-1]
+        batch = ops.shape(inputs)[1]
+        masks = []  # each tower's scaled keep-mask, drawn as keras.random.dropout draws it
+        for t, (rate, units) in enumerate(zip(self.rates, self.widths)):
+            if rate > 0:
+                uniform = keras.random.uniform((batch, units), seed=self.generators[t])
+                mask = ops.cast(uniform >= rate, inputs.dtype) * (1.0 / (1.0 - rate))
+            else:
+                mask = ops.ones((batch, units), inputs.dtype)
+            masks.append(mask if units == width else ops.pad(mask, ((0, 0), (0, width - units))))
+        return inputs * ops.stack(masks)
+
+class TowerMetrics(keras.metrics.Metric):
+    """Each tower's epoch loss (penalties included, as Keras reports them) and accuracy,
+    logged as `loss_<t>` / `accuracy_<t>` (and `val_` ones on validation data)."""
+
+    def __init__(self, n_towers, task, dense_layers, **kwargs):
+        super().__init__(name="towers", **kwargs)
+        self.n_towers, self.task = n_towers, task
+        object.__setattr__(self, "dense_layers", tuple(dense_layers))  # read, not tracked, by the metric
+        self.loss_sum = self.add_variable(shape=(n_towers,), initializer="zeros", name="loss_sum")
+        self.correct = self.add_variable(shape=(n_towers,), initializer="zeros", name="correct")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        batch = ops.cast(ops.shape(y_pred)[0], "float32")
+        self.loss_sum.assign_add(ops.sum(per_tower_loss(self.task, y_true, y_pred), axis=0))
+        penalties = [layer.penalty() for layer in self.dense_layers if layer.penalties.any()]
+        if penalties:
+            self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * batch)
+        if self.task == "classification":
+            predicted = ops.argmax(y_pred, axis=-1)
+            labels = ops.reshape(ops.cast(y_true, predicted.dtype), (-1, 1))
+            self.correct.assign_add(ops.sum(ops.cast(predicted == labels, "float32"), axis=0))
+        self.count.assign_add(batch)
+
+    def result(self):
+        loss = self.loss_sum / keras.ops.maximum(self.count, 1.0)
+        result = {f"loss_{t}": loss[t] for t in range(self.n_towers)}
+        if self.task == "classification":
+            accuracy = self.correct / keras.ops.maximum(self.count, 1.0)
+            result.update({f"accuracy_{t}": accuracy[t] for t in range(self.n_towers)})
+        return result

@@ -1,0 +1,229 @@
+"""Fused candidate training: several candidates trained together as independent towers of one model.
+
+Why: on a small CPU a single 784-64-64-10 fit spends most of its time on per-step overhead, not
+arithmetic. T candidates that share a fold, batch size, epoch count and optimizer settings can
+share one TensorFlow program instead: the first layer of all towers is one 784 x (T * units)
+product, the hidden layers one batched product, and the loss is the sum of the towers' losses.
+
+Each tower is mathematically the candidate trained alone:
+- the gradient of a sum of independent losses with respect to one tower's weights is that
+  tower's own gradient, and SGD/RMSprop/Adam update every weight from its own gradient and
+  state, so one optimizer over the stacked variables equals one optimizer per tower;
+- every tower starts from the very weights and dropout streams its own model would start from
+  (`initial_state` builds the candidate's Keras model under the fit's seed and copies them in),
+  never from a Keras initializer applied to the stacked kernel, whose fan-in/fan-out would be wrong;
+- towers may differ in initializer, width (narrower towers are zero-padded and masked, so the
+  padding neither computes nor learns), activation, dropout rate and L1/L2 penalties.
+A tower is a `NetworkSpec`, the vocabulary's network section. A tower whose loss diverges gets
+NaN weights without touching the others; it is reported failed.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..spec.vocabulary import NetworkSpec, OptimizerSpec
+from .context import ModelCache
+from .factory import build_model, build_optimizer, reset_optimizer
+
+# Prediction needs no small batches: bigger ones only cut per-batch overhead.
+PREDICT_BATCH = 4096
+
+# How a fit is seeded: a context manager taking the fit's seed (scikeras' own, handed over by the
+# estimator module), so that towers draw exactly what the solo fits draw.
+Seeding = Callable[[int], AbstractContextManager]
+
+
+@dataclass(frozen=True)
+class InitialState:
+    """Where a candidate's solo fit starts: its weights and its Dropout layers' random streams."""
+
+    weights: list
+    dropout_seeds: list
+
+
+def initial_state(tower: NetworkSpec, n_features: int, n_outputs: int, output_activation: str, seed: int | None,
+                  seeding: Seeding | None = None) -> InitialState:
+    """The weights and dropout seed states `build_model` gives this candidate under `seed`, drawn
+    exactly as the solo fit draws them (under `seeding(seed)`): a tower starts where the solo fit
+    starts, and drops the very units the solo fit would drop."""
+    with seeding(seed) if seeding is not None and seed is not None else nullcontext():
+        # no session clearing (its garbage collection costs ~0.2 s); draws depend on the seed only
+        model = build_model(tower, n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
+                            compile=False, clear_session=False)
+        seeds = [np.array(layer.seed_generator.state) for layer in model.layers if hasattr(layer, "seed_generator")]
+        return InitialState(model.get_weights(), seeds)
+
+
+def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs: int, *, task: str,
+                      optimizer: OptimizerSpec, steps_per_execution: int = 1):
+    """A compiled Keras model whose output is (batch, towers, outputs): probabilities per tower for
+    classification (softmax), values for regression."""
+    from ..core.runtime import keras as _keras
+    from .tower_layers import TowerDense, TowerDropout, TowerMetrics, summed_loss
+
+    keras = _keras()
+    keras.backend.clear_session(free_memory=True)
+    depth = {len(t.hidden_layers) for t in towers}
+    if len(depth) != 1:
+        raise ValueError("fused towers need the same number of hidden layers")
+    widths = [max(t.hidden_layers[i] for t in towers) for i in range(depth.pop())]
+    sizes = [n_features, *widths, n_outputs]
+    layers: list = [keras.Input(shape=(n_features,))]
+    rates = np.array([t.dropout for t in towers], dtype="float32")
+    for index in range(len(sizes) - 1):
+        last = index == len(sizes) - 2
+        layers.append(TowerDense(
+            towers, index, sizes[index], sizes[index + 1],
+            activations=None if last else [t.activation for t in towers],
+            output_activation=("softmax" if task == "classification" else "linear") if last else None,
+        ))
+        if not last and rates.any():
+            layers.append(TowerDropout(rates, [t.hidden_layers[index] for t in towers]))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=build_optimizer(optimizer), loss=summed_loss(task),
+                  metrics=[TowerMetrics(len(towers), task, dense_layers(model))],
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+def set_initial_state(model, states: Sequence[InitialState]) -> None:
+    """Copy each tower's solo-model weights (kernel, bias per Dense layer) into its slices, and its
+    Dropout layers' seed states into the fused dropout layers."""
+    from .tower_layers import TowerDropout
+
+    dropouts = [layer for layer in model.layers if isinstance(layer, TowerDropout)]
+    for depth, layer in enumerate(dropouts):
+        for t, state in enumerate(states):
+            if state.dropout_seeds:
+                layer.generators[t].state.assign(state.dropout_seeds[depth])
+    for layer_index, layer in enumerate(dense_layers(model)):
+        kernel = np.zeros(layer.kernel.shape, dtype="float32")
+        bias = np.zeros(layer.bias.shape, dtype="float32")
+        for t, state in enumerate(states):
+            w, b = state.weights[2 * layer_index], state.weights[2 * layer_index + 1]
+            rows, cols = w.shape
+            if layer.shared_input:
+                kernel[:rows, t, :cols] = w
+            else:
+                kernel[t, :rows, :cols] = w
+            bias[t, : b.shape[0]] = b
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+
+
+def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]]:
+    """Each tower's weights cut back to its own shapes, in `get_weights()` order of its solo model."""
+    dense = dense_layers(model)
+    result = []
+    for t, tower in enumerate(towers):
+        sizes = [dense[0].kernel.shape[0], *tower.hidden_layers, dense[-1].bias.shape[1]]
+        weights = []
+        for index, layer in enumerate(dense):
+            kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
+            rows, cols = sizes[index], sizes[index + 1]
+            weights.append(kernel[:rows, t, :cols] if layer.shared_input else kernel[t, :rows, :cols])
+            weights.append(bias[t, :cols])
+        result.append(weights)
+    return result
+
+
+@dataclass
+class FittedTowers:
+    """A trained fused model: per-tower histories, and `view(t)` for scoring tower t."""
+
+    model: Any
+    histories: list[dict[str, list[float]]]
+    task: str
+    classes: np.ndarray | None
+    _outputs: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
+
+    def outputs(self, X) -> np.ndarray:
+        """(samples, towers, outputs) for `X`, computed once per array for all towers."""
+        if id(X) not in self._outputs:
+            self._outputs[id(X)] = (X, self.model.predict(np.asarray(X, dtype="float32"), batch_size=PREDICT_BATCH, verbose=0))
+        return self._outputs[id(X)][1]
+
+    def view(self, tower: int):
+        """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers."""
+        return fitted_view(lambda X: self.outputs(X)[:, tower, :], self.task, self.classes)
+
+
+def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.ndarray | None):
+    """A fitted scikit-learn estimator over `outputs(X)` -> (samples, outputs): probabilities of
+    `classes` (predicting the most probable) or one regression value per sample."""
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+    class OutputClassifier(ClassifierMixin, BaseEstimator):
+        classes_ = classes
+
+        def predict_proba(self, X):
+            return outputs(X)
+
+        def predict(self, X):
+            return classes[np.argmax(self.predict_proba(X), axis=1)]
+
+    class OutputRegressor(RegressorMixin, BaseEstimator):
+        def predict(self, X):
+            return outputs(X)[:, 0]
+
+    return OutputClassifier() if task == "classification" else OutputRegressor()
+
+
+def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizer: OptimizerSpec, epochs: int,
+               batch_size: int, validation_split: float = 0.0, shuffle: bool = True, steps_per_execution: int = 1,
+               seed: int | None = None, seeding: Seeding | None = None, callbacks: Sequence = (),
+               cache: ModelCache | None = None) -> FittedTowers:
+    """Train one candidate per tower together.
+
+    Labels are encoded as scikeras encodes them (sorted classes -> 0..n-1); the model is built and
+    trained under `seeding(seed)`, the seeding of a solo fit. With `cache`, the last fused model of
+    the same shapes is reused (no retracing) and towers' initial states are drawn once per seed.
+    """
+    cache = cache or ModelCache()
+    X = np.asarray(X, dtype="float32")
+    if task == "classification":
+        classes = np.unique(y)
+        targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
+    else:
+        classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
+    states = [cache.initial_state((tower, X.shape[1], n_outputs, output_activation, seed),
+                                  lambda tower=tower: initial_state(tower, X.shape[1], n_outputs, output_activation,
+                                                                    seed, seeding))
+              for tower in towers]
+    shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
+    model, reused = cache.fused((shapes, X.shape[1], n_outputs, task, optimizer, steps_per_execution),
+                                lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=optimizer,
+                                                          steps_per_execution=steps_per_execution))
+    if reused:
+        reset_optimizer(model.optimizer, optimizer)
+    set_initial_state(model, states)
+    with seeding(seed) if seeding is not None and seed is not None else nullcontext():
+        history = model.fit(X, targets, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
+                            shuffle=shuffle, callbacks=list(callbacks), verbose=0)
+    return FittedTowers(model, tower_histories(history.history, len(towers), task), task, classes)
+
+
+def dense_layers(model) -> list:
+    from .tower_layers import TowerDense
+
+    return [layer for layer in model.layers if isinstance(layer, TowerDense)]
+
+
+def tower_histories(history: dict[str, list[float]], n_towers: int, task: str) -> list[dict[str, list[float]]]:
+    """Keras' fused history split per tower, under the names a solo fit logs (loss, accuracy, val_*)."""
+    names = ["loss"] + (["accuracy"] if task == "classification" else [])
+    shared = {name: [float(v) for v in values] for name, values in history.items() if name == "learning_rate"}
+    result = []
+    for t in range(n_towers):
+        tower = {}
+        for prefix in ("", "val_"):
+            for name in names:
+                if f"{prefix}{name}_{t}" in history:
+                    tower[f"{prefix}{name}"] = [float(v) for v in history[f"{prefix}{name}_{t}"]]
+        result.append({**tower, **shared})
+    return result

@@ -1,0 +1,135 @@
+"""The Dask backend: a search's jobs trained by the workers of a Dask cluster.
+
+`dask_client` connects to a running scheduler (`--scheduler tcp://host:8786`) or starts a
+LocalCluster sized to the machine, checks that the scheduler and every worker can import
+`pipeline` (if they cannot, Dask would hang silently), and always closes what it started.
+
+`DaskRunner` runs the session's jobs (`pipeline.tuning.engine`) as tasks: the training data is
+scattered to the cluster once; each task sets TensorFlow's threads to its worker's Dask thread
+count, trains the job with its own training context and returns the records, which the
+search's process writes as tasks finish. A task that fails (a killed or lost worker, after
+Dask's own retries) is an infrastructure failure: the session logs and retries it, and it
+never becomes a candidate's result.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from ..core.errors import PipelineError
+
+# Evaluated by `eval`, so the check itself unpickles anywhere; `pipeline` imports lazily, so this
+# does not load TensorFlow (whose threads are set after it).
+IMPORT_CHECK = "__import__('pipeline').__name__"
+
+
+@contextmanager
+def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
+    """A connected `distributed.Client`: to `scheduler`, or to a new LocalCluster of `cores`
+    single-threaded worker processes, closed (cluster included) on exit, error or Ctrl-C."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise PipelineError("--backend dask needs Dask: pip install -e \".[dask]\"") from None
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="10s")
+            except (OSError, TimeoutError) as error:
+                raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start one with "
+                                    "`dask scheduler` or drop --scheduler to use a local cluster") from None
+        else:
+            with _sigint_ignored():  # the workers inherit it: Ctrl-C is the search's to handle, then it closes the cluster
+                cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                       silence_logs=40)
+            client = Client(cluster)
+        try:
+            check_cluster(client, scheduler or "the local cluster")
+            yield client
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started meanwhile ignore SIGINT (Python keeps an ignored SIGINT ignored), so a
+    terminal's Ctrl-C, sent to the whole process group, does not kill the workers mid-task."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def check_cluster(client, where: str) -> None:
+    """Fail fast, with the fix, when the scheduler or a worker cannot import pipeline or there are no workers."""
+    def failure(process: str, error: Exception) -> PipelineError:
+        return PipelineError(f"the Dask {process} at {where} cannot import pipeline ({type(error).__name__}: {error}); "
+                             "install this project in the Python environment of the scheduler and every worker "
+                             "(pip install -e .) and restart them")
+
+    try:
+        client.run_on_scheduler(eval, IMPORT_CHECK)
+    except Exception as error:  # whatever the remote side raised, re-raised here
+        raise failure("scheduler", error) from None
+    if not client.scheduler_info().get("workers"):
+        try:
+            client.wait_for_workers(1, timeout=30)
+        except TimeoutError:
+            raise PipelineError(f"no Dask worker joined {where} within 30 s; start workers with "
+                                f"`dask worker {where}`") from None
+    try:
+        client.run(eval, IMPORT_CHECK)
+    except Exception as error:
+        raise failure("worker", error) from None
+
+
+class DaskRunner:
+    """Runs the session's jobs as Dask tasks, the data scattered once per array."""
+
+    def __init__(self, client):
+        self.client = client
+        self._scattered: dict[int, tuple[Any, Any, Any]] = {}
+
+    def _data(self, X, y):
+        """The futures of (X, y), scattered to every worker the first time this array is seen."""
+        if id(X) not in self._scattered:
+            self._scattered[id(X)] = (X, *self.client.scatter([X, y], broadcast=True))
+        _, X_future, y_future = self._scattered[id(X)]
+        return X_future, y_future
+
+    def run(self, jobs, X, y, scorer, context) -> Iterator[tuple[Any, Any]]:
+        from distributed import as_completed
+
+        if not jobs:
+            return
+        X_future, y_future = self._data(X, y)
+        futures = {self.client.submit(train_on_worker, job, X_future, y_future, scorer, pure=False): job for job in jobs}
+        try:
+            for future in as_completed(futures):
+                try:
+                    yield futures[future], future.result()
+                except Exception as error:  # e.g. KilledWorker after Dask's retries: infrastructure
+                    yield futures[future], error
+        finally:
+            self.client.cancel(list(futures))
+
+
+def train_on_worker(job, X, y, scorer):
+    """A Dask task: one job, with as many TensorFlow threads as the worker has Dask threads."""
+    from distributed import get_worker
+
+    from .runners import train_in_worker
+
+    return train_in_worker(job, X, y, scorer, threads=get_worker().state.nthreads, ignore_interrupt=False)

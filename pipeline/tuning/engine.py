@@ -1,0 +1,158 @@
+"""The fused engine at the search level: which pending fits train together, and training one job.
+
+A *job* is one fold of a group of candidates. Candidates that differ only inside the network
+(initializer, widths, activation, dropout, L1/L2; see `pipeline.training.towers`) and share
+everything else (optimizer, schedule, batch size, epochs, seed) form a group, trained as towers
+of one program, at most `max_towers` at a time; every other candidate is a job of one, trained
+alone. Candidates with early stopping or checkpoints act per fit, so they train alone.
+
+`train_job` returns one `FitRecord` per candidate, the same record however it trained. It
+raises only infrastructure errors (memory, disk, the stop request): the candidate's own
+failures are records. If a fused program fails as a whole for a candidate's reason, each
+candidate trains alone, so that every failure is recorded with its own reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..spec.vocabulary import NETWORK, OPTIMIZER, SCHEDULE
+from .records import FitRecord, candidate_key, divergence, fold_key, hyperparameters, is_infrastructure, params_key
+
+
+@dataclass
+class Job:
+    """One fold of one group: candidates (estimators with their parameters set, no context or store)."""
+
+    keys: list[str]
+    candidates: list[Any]
+    train: np.ndarray
+    test: np.ndarray
+    fold: str
+
+    @property
+    def size(self) -> int:
+        return len(self.candidates)
+
+
+def group_key(params: dict[str, Any]) -> str | None:
+    """What candidates must share to train as one program (all but the network's fields, which
+    may differ per tower, except depth), or None when this candidate must train alone."""
+    if params.get("early_stopping") or params.get("checkpoint"):
+        return None
+    plain = hyperparameters(params)
+    shared = {k: v for k, v in plain.items() if not k.startswith(f"{NETWORK.prefix}__")}
+    shared["depth"] = len(NETWORK.build(params).hidden_layers)
+    return params_key(shared)
+
+
+def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store, max_towers: int) -> list[Job]:
+    """The jobs for every fit of these candidates on `cv`'s folds that `store` has no record of.
+
+    A candidate listed twice (a random search drawing the same point) trains once. With
+    `max_towers` 1 every candidate is a job of its own."""
+    from sklearn.base import clone
+
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    seen = set()
+    for number, params in enumerate(candidate_params):
+        candidate = clone(estimator).set_params(**params, context=None, replay_from=None)
+        settings = candidate.get_params()
+        key = candidate_key(settings)
+        if key in seen:
+            continue
+        seen.add(key)
+        group = group_key(settings) if max_towers > 1 else None
+        groups.setdefault(group or f"alone-{number}", []).append((key, candidate))
+    jobs = []
+    for train, test in cv.split(X, y):
+        fold = fold_key(X[train], y[train])
+        for members in groups.values():
+            pending = [(key, candidate) for key, candidate in members if store.lookup(key, fold) is None]
+            for start in range(0, len(pending), max_towers):
+                chunk = pending[start:start + max_towers]
+                jobs.append(Job([k for k, _ in chunk], [c for _, c in chunk], train, test, fold))
+    return jobs
+
+
+def train_job(job: Job, X, y, scorer, context) -> list[FitRecord]:
+    """Train one job's candidates (as towers of one program when there are several)."""
+    X_train, y_train, X_test, y_test = X[job.train], y[job.train], X[job.test], y[job.test]
+    if job.size > 1:
+        try:
+            return _train_fused(job, X_train, y_train, X_test, y_test, scorer, context)
+        except Exception as error:
+            if is_infrastructure(error):
+                raise
+    return [train_alone(key, candidate, job.fold, X_train, y_train, X_test, y_test, scorer, context)
+            for key, candidate in zip(job.keys, job.candidates)]
+
+
+def _train_fused(job: Job, X_train, y_train, X_test, y_test, scorer, context) -> list[FitRecord]:
+    from ..training.callbacks import make_callbacks
+    from ..training.towers import fit_towers
+    from .estimator import seeding
+
+    first = job.candidates[0]
+    params = first.get_params()
+    started = time.perf_counter()
+    fitted = fit_towers(
+        [NETWORK.build(c.get_params()) for c in job.candidates], X_train, y_train,
+        task=first.task, optimizer=OPTIMIZER.build(params),
+        epochs=first.epochs, batch_size=first.batch_size, validation_split=first.validation_split or 0.0,
+        shuffle=first.shuffle, steps_per_execution=first.steps_per_execution,
+        seed=first.random_state, seeding=seeding,
+        callbacks=make_callbacks(schedule=SCHEDULE.build(params), terminate_on_nan=False, stop=context.stop),
+        cache=context.models,
+    )
+    fit_time = (time.perf_counter() - started) / job.size
+    fused = {"group": params_key({"fold": job.fold, "members": job.keys}), "towers": job.size}
+    records = []
+    for tower, (key, candidate) in enumerate(zip(job.keys, job.candidates)):
+        history = fitted.histories[tower]
+        diverged = divergence(history.get("loss", []))
+        scores = {} if diverged else _scores(scorer, fitted.view(tower), X_train, y_train, X_test, y_test)
+        records.append(FitRecord.of(key, job.fold, hyperparameters(candidate.get_params()), fit_time=fit_time,
+                                    history=history, fused=fused,
+                                    failure=("diverged", f"TrainingDiverged: {diverged}") if diverged else None,
+                                    **scores))
+    return records
+
+
+def train_alone(key: str, candidate, fold: str, X_train, y_train, X_test, y_test, scorer, context) -> FitRecord:
+    """Train one candidate by itself and return its record (a failure record if its settings fail it)."""
+    from sklearn.base import clone
+
+    from .estimator import CandidateFailed
+
+    estimator = clone(candidate).set_params(context=context, replay_from=None)
+    started = time.perf_counter()
+    try:
+        estimator.fit(X_train, y_train)
+    except CandidateFailed as failure:
+        return FitRecord.of(key, fold, hyperparameters(candidate.get_params()), fit_time=time.perf_counter() - started,
+                            failure=(failure.kind, failure.reason))
+    fit_time = time.perf_counter() - started
+    return FitRecord.of(key, fold, hyperparameters(candidate.get_params()), fit_time=fit_time,
+                        history=estimator.history_,
+                        **_scores(scorer, _scoring_view(estimator), X_train, y_train, X_test, y_test))
+
+
+def _scoring_view(estimator):
+    """The fitted estimator for scoring, predicting in one call into the compiled model: the same
+    outputs as scikeras' `predict`, without building a tf.data pipeline for every call (which
+    cost more than a small fit's training)."""
+    from ..training.towers import fitted_view
+
+    model = estimator.model_
+    return fitted_view(lambda X: np.asarray(model.predict_on_batch(np.asarray(X, dtype="float32"))),
+                       estimator.task, getattr(estimator, "classes_", None))
+
+
+def _scores(scorer, fitted, X_train, y_train, X_test, y_test) -> dict[str, dict[str, float]]:
+    return {"test_scores": scorer.scores(fitted, X_test, y_test),
+            "train_scores": scorer.scores(fitted, X_train, y_train) if scorer.train_scores else {}}

@@ -1,0 +1,207 @@
+"""`run_search`: config + data -> trained and recorded fits -> results -> refitted best model -> report.
+
+The strategies are scikit-learn's own searches over `PipelineClassifier` (`PipelineRegressor`
+for regression), with seeded folds, every fit trained first and recorded by the session
+(`pipeline.tuning.session`), replayed by scikit-learn's loop, and `refit=False`: the best
+candidate is refitted here, on the whole training split, and scored once on the held-out
+test split. Usable as a library (`pipeline.run_search`); the command line adds worker
+processes and the run lock (`pipeline.cli.search`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..core.errors import PipelineError
+from ..core.files import read_json, seconds_since, utc_now, write_csv_atomic
+from ..data import Dataset
+from ..spec.config import ExperimentConfig
+from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
+from .lifecycle import start_run, update_run
+from .records import plain_value
+from .session import FitBudget, SearchSession, TrainFirst
+from .store import JOURNAL_NAME, JournalProgress, read_incidents
+from .strategies import RecordScorer, build_search, count_fits, make_cv, scoring_metrics
+
+
+def build_estimator(config: ExperimentConfig, task: str, *, context=None, replay_from=None,
+                    checkpoint_dir: Path | None = None):
+    """The wrapper holding the config's fixed settings under their routed names (the vocabulary's families)."""
+    from ..training.towers import PREDICT_BATCH
+    from .estimator import PipelineClassifier, PipelineRegressor
+
+    fixed: dict[str, Any] = {}
+    for family, spec in ((NETWORK, config.model), (OPTIMIZER, config.optimizer), (SCHEDULE, config.schedule),
+                         (EARLY_STOPPING, config.callbacks.early_stopping), (CHECKPOINT, config.callbacks.checkpoint)):
+        fixed.update(family.params(spec))
+    wrapper = PipelineRegressor if task == "regression" else PipelineClassifier
+    return wrapper(
+        terminate_on_nan=config.callbacks.terminate_on_nan,
+        steps_per_execution=config.training.steps_per_execution,
+        epochs=config.training.epochs,
+        batch_size=config.training.batch_size,
+        validation_split=config.data.validation_split,
+        random_state=config.seed,
+        predict__batch_size=PREDICT_BATCH,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
+        context=context,
+        replay_from=replay_from,
+        **fixed,
+    )
+
+
+@contextmanager
+def open_runner(config: ExperimentConfig) -> Iterator[Any]:
+    """Where the search's jobs train: this machine's processes, or a Dask cluster (closed afterwards)."""
+    from .runners import LocalRunner, available_cores
+
+    execution = config.execution
+    if execution.backend != "dask":
+        yield LocalRunner(execution.n_jobs or available_cores())
+        return
+    from .cluster import DaskRunner, dask_client
+
+    with dask_client(execution.scheduler, available_cores()) as client:
+        yield DaskRunner(client)
+
+
+def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None, *, progress: bool = True,
+               budget: FitBudget | None = None) -> dict[str, Any]:
+    """Run (or, in an existing run folder, resume) the search; write results, best model and run.json.
+
+    Everything it keeps between fits (compiled models, the stop flag, the fit budget) belongs to
+    this call: two searches in one process share nothing."""
+    from sklearn.base import clone
+
+    from ..review.report import write_report
+    from ..review.tables import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
+    from ..training.callbacks import graceful_interrupt
+    from ..training.context import TrainingContext
+    from .records import candidate_key
+    from .results import fit_histories, record_columns
+
+    run_dir = run_dir or start_run(config, dataset)
+    clock = time.perf_counter()  # this process only; wall_time_s spans the whole run (all workers)
+    checkpoint_dir = None
+    if config.callbacks.checkpoint.enabled:
+        checkpoint_dir = run_dir / "checkpoints"
+        checkpoint_dir.mkdir(exist_ok=True)
+    context = TrainingContext()
+    execution = config.execution
+    metrics = scoring_metrics(config, dataset.task)
+    with graceful_interrupt(context.stop), open_runner(config) as runner:
+        session = SearchSession(run_dir, context=context, runner=runner,
+                                max_towers=execution.max_towers if execution.fuse else 1,
+                                max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
+        estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
+                                    checkpoint_dir=checkpoint_dir)
+        search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
+        search.session = session
+        total = count_fits(config, dataset).fits - 1
+        with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
+            search.fit(dataset.x_train, dataset.y_train)
+
+        primary, *extra_metrics = metrics
+        cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_
+        keys = [candidate_key(clone(estimator).set_params(**params).get_params()) for params in cv_results["params"]]
+        records = session.store.records()
+        results = tidy_results(cv_results, **record_columns(records, keys), extra_metrics=extra_metrics)
+        write_csv_atomic(results, run_dir / "results.csv")
+        write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
+        write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
+        if results["mean_test_score"].isna().all():
+            raise PipelineError(f"every candidate failed, e.g. {results['error'].iloc[0]}; see {run_dir}/results.csv")
+        chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
+        best = best_params(results, cv_results)
+        refitted = refit(config, dataset, best, context, checkpoint_dir)
+    test_scores = _test_scores(refitted, dataset, run_dir)
+    _save_best(refitted, config, dataset, run_dir, best, chosen, primary, test_scores)
+    started = read_json(run_dir / "run.json")
+    failed = results[results["error"] != ""]
+    outcome = update_run(
+        run_dir,
+        status="finished",
+        strategy=config.search.strategy,
+        seed=config.seed,
+        finished=utc_now(),
+        wall_time_s=seconds_since(started.get("started")),
+        this_process_s=round(time.perf_counter() - clock, 2),
+        n_candidates=int(len(results)),
+        n_folds=config.cv.folds,
+        scoring=primary,
+        failed_candidates={str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
+        execution=execution.model_dump(mode="json"),
+        fused_candidates=sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"]),
+        incidents=len(read_incidents(run_dir)),
+        best_params={k: plain_value(k, v) for k, v in best.items()},
+        best_cv_score=float(chosen["mean_test_score"]),
+        test_scores=test_scores,
+        **({"test_accuracy": test_scores["accuracy"]} if "accuracy" in test_scores else {}),
+        argv=sys.argv,
+    )
+    write_report(run_dir)
+    return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
+
+
+def refit(config: ExperimentConfig, dataset: Dataset, best: dict[str, Any], context, checkpoint_dir: Path | None):
+    """The best candidate trained on the whole training split."""
+    from .estimator import CandidateFailed
+
+    estimator = build_estimator(config, dataset.task, context=context, checkpoint_dir=checkpoint_dir).set_params(**best)
+    try:
+        return estimator.fit(dataset.x_train, dataset.y_train)
+    except CandidateFailed as failure:
+        raise PipelineError(f"the best candidate failed when refitted on the whole training split "
+                            f"({failure.reason}); see results.csv and change the search space") from None
+
+
+def _save_best(estimator, config, dataset, run_dir, best, chosen, primary, test_scores) -> None:
+    import pandas as pd
+
+    from ..training.persistence import save_model
+
+    history = pd.DataFrame(estimator.history_)
+    history.insert(0, "epoch", range(len(history)))
+    write_csv_atomic(history, run_dir / "history.csv")
+    save_model(estimator.model_, run_dir / "best_model", {
+        "task": dataset.task,
+        "preprocessing": dataset.preprocessing,
+        "classes": dataset.classes,
+        "hyperparameters": {k: plain_value(k, v) for k, v in best.items()},
+        "scores": {"cv_mean": float(chosen["mean_test_score"]), "cv_std": float(chosen["std_test_score"]),
+                   "scoring": primary, **{f"test_{k}": v for k, v in test_scores.items()}},
+        "dataset": dataset.name,
+    })
+
+
+def _test_scores(estimator, dataset: Dataset, run_dir: Path) -> dict[str, float]:
+    """The refitted best model on the held-out test split (and its confusion matrix, for classes)."""
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix, mean_squared_error, r2_score
+
+    predicted = estimator.predict(dataset.x_test)
+    if dataset.task == "regression":
+        return {"mse": float(mean_squared_error(dataset.y_test, predicted)), "r2": float(r2_score(dataset.y_test, predicted))}
+    confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
+                             index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
+    write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
+    return {"accuracy": float(np.mean(predicted == dataset.y_test))}
+
+
+@contextmanager
+def _quiet_fit_failures() -> Iterator[None]:
+    """Failed fits are reported in results.csv's error column, not as scikit-learn's long warnings."""
+    from sklearn.exceptions import FitFailedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FitFailedWarning)
+        warnings.filterwarnings("ignore", message="One or more of the .* scores are non-finite")
+        yield
+
