@@ -97,11 +97,17 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
 
 def evaluate_on_test(model, dataset: Dataset) -> dict[str, float]:
     """The trained model on the held-out test split: accuracy and loss, or MSE and R^2."""
+    outputs = model.predict(dataset.x_test, verbose=0, batch_size=1024)
+    if dataset.task == "regression":
+        return held_out_scores("regression", dataset.y_test, outputs[:, 0])
+    loss = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, batch_size=1024, return_dict=True)["loss"]
+    return {**held_out_scores("classification", dataset.y_test, np.argmax(outputs, axis=1)), "loss": float(loss)}
+
+
+def held_out_scores(task: str, y_true, predicted) -> dict[str, float]:
+    """The test-split scores every trained model reports: accuracy, or MSE and R^2."""
     from sklearn.metrics import mean_squared_error, r2_score
 
-    predicted = model.predict(dataset.x_test, verbose=0, batch_size=1024)
-    if dataset.task == "regression":
-        return {"mse": float(mean_squared_error(dataset.y_test, predicted[:, 0])),
-                "r2": float(r2_score(dataset.y_test, predicted[:, 0]))}
-    loss = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, batch_size=1024, return_dict=True)["loss"]
-    return {"accuracy": float(np.mean(np.argmax(predicted, axis=1) == dataset.y_test)), "loss": float(loss)}
+    if task == "regression":
+        return {"mse": float(mean_squared_error(y_true, predicted)), "r2": float(r2_score(y_true, predicted))}
+    return {"accuracy": float(np.mean(np.asarray(predicted) == np.asarray(y_true)))}

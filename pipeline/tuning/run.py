@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 from ..core.errors import PipelineError
 from ..core.files import read_json, seconds_since, utc_now, write_csv_atomic
@@ -104,7 +103,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
                                     checkpoint_dir=checkpoint_dir)
         search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
         search.session = session
-        total = count_fits(config, dataset).fits - 1
+        total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
         with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
             search.fit(dataset.x_train, dataset.y_train)
 
@@ -184,15 +183,16 @@ def _save_best(estimator, config, dataset, run_dir, best, chosen, primary, test_
 def _test_scores(estimator, dataset: Dataset, run_dir: Path) -> dict[str, float]:
     """The refitted best model on the held-out test split (and its confusion matrix, for classes)."""
     import pandas as pd
-    from sklearn.metrics import confusion_matrix, mean_squared_error, r2_score
+    from sklearn.metrics import confusion_matrix
+
+    from ..training.single import held_out_scores
 
     predicted = estimator.predict(dataset.x_test)
-    if dataset.task == "regression":
-        return {"mse": float(mean_squared_error(dataset.y_test, predicted)), "r2": float(r2_score(dataset.y_test, predicted))}
-    confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
-                             index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
-    write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
-    return {"accuracy": float(np.mean(predicted == dataset.y_test))}
+    if dataset.task == "classification":
+        confusion = pd.DataFrame(confusion_matrix(dataset.y_test, predicted, labels=dataset.classes),
+                                 index=pd.Index(dataset.classes, name="true"), columns=dataset.classes)
+        write_csv_atomic(confusion.reset_index(), run_dir / "confusion_matrix.csv")
+    return held_out_scores(dataset.task, dataset.y_test, predicted)
 
 
 @contextmanager

@@ -77,7 +77,6 @@ class SearchSession:
         self.max_consecutive_failures = max_consecutive_failures
         self.budget = budget or FitBudget()
         self.attempts = attempts
-        self.trained = 0
 
     def train_pending(self, estimator, candidate_params: list[dict[str, Any]], cv, X, y, scorer) -> None:
         """Train and record every fit of these candidates not yet in the store."""
@@ -115,10 +114,9 @@ class SearchSession:
             except InfrastructureFailure as error:
                 log_incident(self.run_dir, "the fit journal could not be written", error)
                 raise InfrastructureStop(str(error)) from None
-            self.trained += 1
         limit = self.max_consecutive_failures
         if limit and self.store.trailing_failures() >= limit:
-            raise SearchAborted(f"{limit} fits in a row failed, the last with {self.store.records()[-1].reason}")
+            raise SearchAborted(f"{limit} fits in a row failed, the last with {records[-1].reason}")
 
 
 class TrainFirst:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import PipelineError
+from ..core.files import plain
 from .records import FitRecord, InfrastructureFailure, describe_error
 
 JOURNAL_NAME = "journal.jsonl"
@@ -141,7 +142,7 @@ def log_incident(run_dir: str | Path, what: str, error: BaseException | str, **d
     entry = {"time": round(time.time(), 3), "pid": os.getpid(), "what": what, "reason": reason, **details}
     try:
         with open(Path(run_dir) / INCIDENTS_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, default=str) + "\n")
+            handle.write(json.dumps(entry, default=plain) + "\n")
     except OSError:
         pass
 
