@@ -96,7 +96,7 @@ def check_cluster(client, where: str) -> None:
 
 
 class DaskRunner:
-    """Runs the session's jobs as Dask tasks, the data scattered once per array."""
+    """Runs the session's jobs as Dask tasks, the data scattered once per array (again after a loss)."""
 
     def __init__(self, client):
         self.client = client
@@ -121,6 +121,9 @@ class DaskRunner:
                 try:
                     yield futures[future], future.result()
                 except Exception as error:  # e.g. KilledWorker after Dask's retries: infrastructure
+                    # Dask's memory manager keeps one replica of scattered data, so a lost worker can
+                    # take it along ("lost dependencies"): the retry scatters it again.
+                    self._scattered.pop(id(X), None)
                     yield futures[future], error
         finally:
             self.client.cancel(list(futures))
