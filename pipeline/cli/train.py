@@ -25,12 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..training.single import train_model
+    import sys
+
+    from ..core.errors import EXIT_FAILED
+    from ..training.single import TrainingDiverged, train_model
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config, cli_overrides(args))
     dataset = load_dataset(config.data, config.seed)
-    result = train_model(config, dataset, verbose=0 if args.quiet else 2)
+    try:
+        result = train_model(config, dataset, verbose=0 if args.quiet else 2)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     scores = ", ".join(f"{name.removeprefix('test_')} {value:.4f}" for name, value in result.items()
                        if name.startswith("test_"))
     print(f"run folder: {result['run_dir']}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..spec.config import DataConfig
+from .checks import check_classes, check_features, class_labels, pixel_scale
 from .idx import load_idx_pair
 from .toy import quadratic_data, spiral_data, vertical_data
 
@@ -71,9 +72,14 @@ def task_of(name: str) -> str:
 
 
 def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
-    """Load the configured dataset, split it (seeded, stratified) and subsample if asked."""
+    """Load the configured dataset, split it (seeded, stratified), check it and subsample if asked."""
     dataset = _LOADERS[config.name](config, seed)
-    return _subsample(dataset, config, seed)
+    if dataset.task == "classification":
+        check_classes(dataset.source, dataset.y_train, dataset.y_test)
+    dataset = _subsample(dataset, config, seed)
+    if dataset.task == "classification" and (config.train_samples or config.test_samples):
+        check_classes(f"{dataset.name} subsampled by data.train_samples/test_samples", dataset.y_train, dataset.y_test)
+    return dataset
 
 
 # --- preprocessing and splits -----------------------------------------------------------------
@@ -197,11 +203,22 @@ def _load_npz(path: Path) -> Dataset:
         raise
     except Exception as error:
         raise PipelineError(f"{path}: not a readable .npz file ({type(error).__name__}); re-create it with numpy.savez") from None
+    scales = {}
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
         if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
             raise PipelineError(f"{path}: x_{part} must be (n, ...) images and y_{part} (n,) labels of the same n")
-    scale = 255.0 if arrays["x_train"].max(initial=0) > 1 else 1.0
+        check_features(str(path), f"x_{part}", x)
+        arrays[f"y_{part}"] = class_labels(str(path), f"y_{part}", y)
+        scales[part] = pixel_scale(str(path), f"x_{part}", x)
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise PipelineError(f"{path}: x_train images are {arrays['x_train'].shape[1:]} but x_test "
+                            f"{arrays['x_test'].shape[1:]}; give both splits the same image shape")
+    if scales["train"] != scales["test"]:
+        ranges = {part: "0-1" if scale == 1 else "0-255" for part, scale in scales.items()}
+        raise PipelineError(f"{path}: x_train is in {ranges['train']} but x_test in {ranges['test']}; "
+                            "give both splits on one scale")
+    scale = scales["train"]
     return _image_dataset(
         path.stem, "file", (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"]),
         scale, str(path),

@@ -33,6 +33,9 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
     (x_fit, y_fit), validation = split_validation(
         dataset.x_train, dataset.y_train, config.data.validation_split, config.seed
     )
+    encode = _label_encoder(dataset)
+    if validation is not None:
+        validation = (validation[0], encode(validation[1]))
     run_dir = create_run_dir(config.output_dir, config.experiment)
     write_text_atomic(run_dir / "config.yaml", config.to_yaml())
     set_seed(config.seed)
@@ -56,7 +59,7 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
         history_csv=run_dir / "history.csv",
     )
     fit = model.fit(
-        x_fit, y_fit,
+        x_fit, encode(y_fit),
         validation_data=validation,
         epochs=config.training.epochs,
         batch_size=config.training.batch_size,
@@ -64,6 +67,13 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
         verbose=verbose,
     )
     history = pd.read_csv(run_dir / "history.csv")
+    diverged = divergence(fit.history["loss"], ceiling=_constant_guess_loss(dataset, y_fit) * DIVERGED_FACTOR)
+    if diverged:
+        save_history_plots(history, run_dir)
+        write_json_atomic(run_dir / "run.json", {"kind": "train", "status": "diverged", "reason": diverged,
+                                                 "experiment": config.experiment, "started": started,
+                                                 "finished": utc_now(), "argv": sys.argv})
+        raise TrainingDiverged(f"training diverged: {diverged} (run folder {run_dir}, no model saved)")
     summary = {
         "run_dir": str(run_dir),
         "task": dataset.task,
@@ -82,6 +92,7 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
     save_history_plots(history, run_dir)
     write_json_atomic(run_dir / "run.json", {
         "kind": "train",
+        "status": "finished",
         "experiment": config.experiment,
         "seed": config.seed,
         "dataset": {**dataset.summary(), "n_fit": int(len(y_fit)), "n_validation": int(len(validation[1])) if validation else 0},
@@ -95,13 +106,50 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
     return summary
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss blew up: a candidate failure in a search, a failed run of `pipeline.train`."""
+
+
+# A loss that ends this many times above a constant guess's (ln k for k classes, the target's
+# variance for regression) has diverged even while it is still finite (e.g. a learning rate of 1000).
+DIVERGED_FACTOR = 10.0
+
+
+def divergence(losses: list[float], ceiling: float | None = None) -> str | None:
+    """Why a fit diverged (its loss ends non-finite, or above `ceiling`), else None."""
+    if losses and not np.isfinite(losses[-1]):
+        epoch = next(i for i, loss in enumerate(losses, start=1) if not np.isfinite(loss))
+        return f"loss became {losses[-1]} in epoch {epoch}; lower the learning rate"
+    if losses and ceiling is not None and losses[-1] > ceiling:
+        return (f"loss ended at {losses[-1]:.4g}, over {DIVERGED_FACTOR:g}x a constant guess's "
+                f"({ceiling / DIVERGED_FACTOR:.3g}); lower the learning rate")
+    return None
+
+
+def _constant_guess_loss(dataset: Dataset, y_fit) -> float:
+    """The loss of a model that ignores its input: ln(classes), or the variance of the target."""
+    if dataset.task == "regression":
+        return float(np.var(y_fit)) or 1.0
+    return float(np.log(len(dataset.classes)))
+
+
+def _label_encoder(dataset: Dataset):
+    """Labels -> output indices 0..k-1 (labels such as 3 and 8 are classes 0 and 1 of the network)."""
+    if dataset.task == "regression":
+        return lambda y: y
+    classes = np.asarray(dataset.classes)
+    return lambda y: np.searchsorted(classes, y)
+
+
 def evaluate_on_test(model, dataset: Dataset) -> dict[str, float]:
     """The trained model on the held-out test split: accuracy and loss, or MSE and R^2."""
     outputs = model.predict(dataset.x_test, verbose=0, batch_size=1024)
     if dataset.task == "regression":
         return held_out_scores("regression", dataset.y_test, outputs[:, 0])
-    loss = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, batch_size=1024, return_dict=True)["loss"]
-    return {**held_out_scores("classification", dataset.y_test, np.argmax(outputs, axis=1)), "loss": float(loss)}
+    loss = model.evaluate(dataset.x_test, _label_encoder(dataset)(dataset.y_test), verbose=0, batch_size=1024,
+                          return_dict=True)["loss"]
+    predicted = np.asarray(dataset.classes)[np.argmax(outputs, axis=1)]
+    return {**held_out_scores("classification", dataset.y_test, predicted), "loss": float(loss)}
 
 
 def held_out_scores(task: str, y_true, predicted) -> dict[str, float]:

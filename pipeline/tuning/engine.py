@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from ..spec.vocabulary import NETWORK, OPTIMIZER, SCHEDULE
-from .records import FitRecord, candidate_key, divergence, fold_key, hyperparameters, is_infrastructure, params_key
+from ..training.single import divergence
+from .records import FitRecord, candidate_key, fold_key, hyperparameters, is_infrastructure, params_key
 
 
 @dataclass

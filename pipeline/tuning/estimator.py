@@ -23,7 +23,8 @@ from typing import Any
 from ..training.callbacks import make_callbacks  # first: loads TensorFlow quietly before scikeras imports it
 from ..training.factory import build_model
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE, NetworkSpec
-from .records import TrainingDiverged, candidate_key, describe_error, divergence, fold_key, is_infrastructure
+from ..training.single import TrainingDiverged, divergence
+from .records import candidate_key, describe_error, fold_key, is_infrastructure
 
 from scikeras.utils.random_state import tensorflow_random_state as seeding  # noqa: E402  (how scikeras seeds a fit)
 from scikeras.wrappers import KerasClassifier, KerasRegressor  # noqa: E402

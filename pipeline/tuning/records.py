@@ -31,10 +31,6 @@ NOT_HYPERPARAMETERS = frozenset({"model", "verbose", "context", "replay_from", "
 FAILURE_KINDS = ("diverged", "error")
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite: a candidate failure."""
-
-
 class InfrastructureFailure(Exception):
     """A fit could not run for a reason outside the candidate (memory, disk, a lost worker)."""
 
@@ -92,14 +88,6 @@ def resident_mb() -> float:
     import psutil
 
     return round(psutil.Process().memory_info().rss / 2**20, 1)
-
-
-def divergence(losses: list[float]) -> str | None:
-    """Why a fit whose loss history ends non-finite diverged, else None."""
-    if losses and not np.isfinite(losses[-1]):
-        epoch = next(i for i, loss in enumerate(losses, start=1) if not np.isfinite(loss))
-        return f"loss became {losses[-1]} in epoch {epoch}; lower the learning rate"
-    return None
 
 
 @dataclass(frozen=True)
