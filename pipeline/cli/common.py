@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..core.errors import PipelineError
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,3 +30,13 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "scheduler", None):
         overrides += [f"execution.scheduler={args.scheduler}"] + ([] if args.backend else ["execution.backend=dask"])
     return overrides
+
+
+def check_output_file(path: str | None, flag: str = "--out") -> None:
+    """Refuse an output file that is a folder or lies in a missing folder, before any work is done."""
+    if not path:
+        return
+    if Path(path).is_dir():
+        raise PipelineError(f"{flag} {path} is a folder: give a file name, e.g. {Path(path) / 'predictions.csv'}")
+    if not Path(path).resolve().parent.is_dir():
+        raise PipelineError(f"{flag} {path}: folder {Path(path).parent} does not exist; create it first")

@@ -14,6 +14,7 @@ from ..core.errors import PipelineError
 from ..core.files import write_csv_atomic
 from ..review.compare import compare_leaderboards, summary_table
 from ..review.report import RunFiles
+from .common import check_output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.top <= 0:
         raise PipelineError(f"--top {args.top}: give a positive number of ranks")
+    check_output_file(args.out)
     runs = [RunFiles(Path(path)) for path in args.run_dirs]
     print(summary_table(runs).to_string(index=False))
     print()

@@ -7,14 +7,14 @@ accuracy is printed too.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 from typing import Sequence
 
 import numpy as np
 
 from ..core.errors import PipelineError
 from ..data.inputs import read_inputs
-
+from .common import check_output_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +37,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit <= 0:
         raise PipelineError(f"--limit {args.limit}: give a positive number of inputs")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        raise PipelineError(f"--out {args.out}: folder {Path(args.out).parent} does not exist; create it first")
+    check_output_file(args.out)
     model = load_model(args.model, native=args.native)
     names, images, labels = read_inputs(args.input, args.labels, model.metadata["preprocessing"])
     if args.limit:
         names, images = names[: args.limit], images[: args.limit]
         labels = labels[: args.limit] if labels is not None else None
     probabilities = model.predict_proba(images)
+    if model.already_scaled(np.asarray(images)):
+        print("note: the inputs are floats in [0, 1]: read as pixels already scaled", file=sys.stderr)
     predicted = model.classes[np.argmax(probabilities, axis=1)]
     table = pd.DataFrame({"input": names, "label": predicted, "probability": probabilities.max(axis=1).round(4)})
     if labels is not None:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..core.files import write_json_atomic, write_text_atomic
+from ..data.checks import check_features
 
 ARCHITECTURE, WEIGHTS, NATIVE, METADATA = "model.json", "model.weights.h5", "model.keras", "metadata.json"
 ALLOWED_LAYERS = frozenset({"Sequential", "InputLayer", "Dense", "Dropout"})
@@ -62,19 +63,45 @@ class LoadedModel:
         self.classes = np.asarray(metadata.get("classes", []))
 
     def prepare(self, images) -> np.ndarray:
-        """Raw images (n, *image_shape) or flattened (n, features) -> the network's scaled input."""
+        """Raw images (n, *image_shape), (n, *image_shape, 1) or flattened (n, features) -> the network's input.
+
+        Pixels are divided by the training data's scale (255 for MNIST, 16 for digits), except
+        float images already in [0, 1] (such as `load_dataset(...).x_test`), which are used as
+        they are; values outside the range the model was trained on are refused.
+        """
         images = np.asarray(images)
         prep = self.metadata["preprocessing"]
         shape = tuple(prep.get("image_shape", ()))
         n_features = int(self.keras_model.inputs[0].shape[-1])
-        if images.shape[1:] == shape or (images.ndim == 2 and images.shape[1] == n_features):
-            return images.reshape(len(images), n_features).astype("float32") / np.float32(prep.get("scale", 1.0))
         if images.shape == shape or images.shape == (n_features,):
-            return self.prepare(images[None])
-        raise PipelineError(
-            f"input of shape {images.shape} does not fit this model: it takes images of shape {shape} "
-            f"(or {n_features} values each); resize them first"
-        )
+            images = images[None]
+        if len(shape) >= 2 and images.shape[1:] == (*shape, 1):
+            images = images[..., 0]
+        if not (images.shape[1:] == shape or (images.ndim == 2 and images.shape[1] == n_features)):
+            channels = f" with {images.shape[-1]} channels" if images.shape[1:-1] == shape else ""
+            raise PipelineError(
+                f"input of shape {images.shape}{channels} does not fit this model: it takes grayscale images of shape "
+                f"{shape} (or {n_features} values each); convert or resize them first"
+            )
+        check_features("input", "the input", images)
+        return images.reshape(len(images), n_features).astype("float32") / np.float32(self.input_scale(images))
+
+    def input_scale(self, images: np.ndarray):
+        """What to divide these inputs by: the training scale, or 1 for float pixels already in [0, 1]."""
+        scale = self.metadata["preprocessing"].get("scale", 1.0)
+        if isinstance(scale, list):  # a table of features, each with its own scale
+            return np.asarray(scale, dtype="float32")
+        low, high = float(images.min()), float(images.max())
+        if low < 0 or high > scale:
+            raise PipelineError(f"input values range from {low:g} to {high:g}, but this model was trained on pixels in "
+                                f"0-{scale:g} (or scaled to 0-1); give images of the same kind")
+        return 1.0 if self.already_scaled(images) else scale
+
+    def already_scaled(self, images: np.ndarray) -> bool:
+        """Float pixels in [0, 1] for a model whose raw pixels were integers: the caller scaled them."""
+        scale = self.metadata["preprocessing"].get("scale", 1.0)
+        return (not isinstance(scale, list) and scale != 1.0 and np.issubdtype(images.dtype, np.floating)
+                and images.size > 0 and float(images.max()) <= 1)
 
     def predict_proba(self, images) -> np.ndarray:
         return self.keras_model.predict(self.prepare(images), verbose=0, batch_size=1024)
@@ -112,6 +139,10 @@ def load_model(folder: str | Path, native: bool = False) -> LoadedModel:
                 f"{weights}: not readable as this model's weights ({_reason(error)}); the file is truncated, "
                 "corrupt or from another model, re-save it"
             ) from None
+    outputs, classes = int(model.outputs[0].shape[-1]), metadata.get("classes", [])
+    if metadata.get("task", "classification") == "classification" and len(classes) != outputs:
+        raise PipelineError(f"{folder / METADATA}: lists {len(classes)} classes but the model has {outputs} outputs; "
+                            "the files are from different models, re-save the model")
     return LoadedModel(model, metadata)
 
 
