@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
     parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
-    parser.add_argument("--max-fits", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-fits", type=int, help=argparse.SUPPRESS)
     return parser
 
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     if args.worker:
-        return _work(Path(args.worker), args.max_fits)
+        return _work(Path(args.worker), args.worker_fits)
     run_dir = Path(args.resume) if args.resume else None
     if run_dir is not None and not run_dir.is_dir():
         raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise(run_dir, total, execution.fits_per_process, progress=not args.quiet)
 
 
-def _work(run_dir: Path, max_fits: int | None) -> int:
-    """A worker process of the supervisor (which holds the lock): resume, train at most `max_fits` new fits."""
+def _work(run_dir: Path, worker_fits: int | None) -> int:
+    """A worker process of the supervisor (which holds the lock): resume, train at most `worker_fits` new fits."""
     from ..tuning.lifecycle import resume_run
     from ..tuning.session import FitBudget, RecycleWorker
     from ..tuning.supervisor import EXIT_RECYCLE, exit_with_parent
@@ -90,7 +90,7 @@ def _work(run_dir: Path, max_fits: int | None) -> int:
     config, dataset = resume_run(run_dir)
     try:
         return _run_here(config, dataset, run_dir, progress=False,
-                         budget=FitBudget(max_fits, config.execution.max_memory_growth))
+                         budget=FitBudget(worker_fits, config.execution.max_memory_growth))
     except RecycleWorker:
         return EXIT_RECYCLE
 

@@ -7,6 +7,6 @@ May import: `pipeline.core`, `pipeline.spec`, numpy, scikit-learn, Pillow; Keras
 `pipeline.core.runtime`, to fetch the full MNIST.
 """
 
-from .datasets import Dataset, load_dataset, task_of
+from .datasets import Dataset, load_dataset
 
-__all__ = ["Dataset", "load_dataset", "task_of"]
+__all__ = ["Dataset", "load_dataset"]

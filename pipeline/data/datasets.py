@@ -63,14 +63,6 @@ class Dataset:
         }
 
 
-REGRESSION_DATASETS = ("quadratic",)
-
-
-def task_of(name: str) -> str:
-    """'regression' or 'classification', known from the dataset name before loading it."""
-    return "regression" if name in REGRESSION_DATASETS else "classification"
-
-
 def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
     """Load the configured dataset, split it (seeded, stratified), check it and subsample if asked."""
     dataset = _LOADERS[config.name](config, seed)

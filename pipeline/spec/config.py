@@ -26,6 +26,14 @@ from .vocabulary import (CheckpointSpec, EarlyStoppingSpec, NetworkSpec, Optimiz
 
 DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file", "vertical", "spiral", "quadratic")
 STRATEGIES = ("grid", "random", "halving-grid", "halving-random")
+REGRESSION_DATASETS = ("quadratic",)
+# scikit-learn scorers that work for every number of classes (binary-only ones such as 'f1' do not).
+SCORERS = {
+    "classification": ("accuracy", "balanced_accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro",
+                       "precision_weighted", "recall_macro", "recall_weighted", "neg_log_loss"),
+    "regression": ("neg_mean_squared_error", "neg_root_mean_squared_error", "neg_mean_absolute_error",
+                   "neg_median_absolute_error", "r2", "explained_variance"),
+}
 
 
 class DataConfig(Spec):
@@ -47,6 +55,11 @@ class DataConfig(Spec):
     @classmethod
     def _known_dataset(cls, name: str) -> str:
         return one_of(name, DATASET_NAMES, "dataset")
+
+    @property
+    def task(self) -> str:
+        """'regression' or 'classification', known from the dataset name before loading it."""
+        return "regression" if self.name in REGRESSION_DATASETS else "classification"
 
     @model_validator(mode="after")
     def _path_with_file(self) -> "DataConfig":
@@ -81,6 +94,8 @@ class SearchConfig(Spec):
     resource: Literal["epochs", "n_samples"] = "epochs"
     factor: float = Field(3.0, gt=1)
     min_resources: int | None = Field(None, gt=0)
+    # A search beyond this many fits (first-round candidates x folds) is refused before anything runs.
+    max_fits: int = Field(10_000, gt=0)
 
     @field_validator("strategy")
     @classmethod
@@ -120,7 +135,7 @@ class ReportConfig(Spec):
     curves_by: list[str] = Field(default_factory=list)
 
 
-# Sections that do not change results: they are left out of the run's identity.
+# Sections that do not change results: they are left out of the run's identity (so is search.max_fits).
 NOT_IDENTITY = ("experiment", "output_dir", "execution", "report")
 
 
@@ -128,7 +143,7 @@ class ExperimentConfig(Spec):
     """One experiment file: the fixed settings plus, for a search, the space to search."""
 
     experiment: str = "experiment"
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and scikit-learn's seed range
     output_dir: str = "outputs"
     data: DataConfig = DataConfig()
     model: NetworkSpec = NetworkSpec()
@@ -161,11 +176,25 @@ class ExperimentConfig(Spec):
         ]
         if needs_validation and self.data.validation_split == 0:
             raise ValueError(f"{needs_validation[0]} watches a validation metric but data.validation_split is 0; raise it")
+        task = self.data.task
+        for name, section in (("early_stopping", self.callbacks.early_stopping), ("checkpoint", self.callbacks.checkpoint)):
+            if task == "regression" and "accuracy" in section.monitor:
+                raise ValueError(f"callbacks.{name}.monitor: {section.monitor} is not logged for regression "
+                                 f"({self.data.name}); watch loss or val_loss")
+        if self.search.scoring is not None and self.search.scoring not in SCORERS[task]:
+            raise ValueError(f"search.scoring: '{self.search.scoring}' is not a {task} scorer for every class count; "
+                             f"choose one of {', '.join(SCORERS[task])}")
+        searched = {name for grid in self.search.grids() for name in grid}
+        unknown = [name for name in self.report.curves_by if name not in searched]
+        if unknown:
+            raise ValueError(f"report.curves_by: '{unknown[0]}' is not a searched parameter; "
+                             f"choose from {', '.join(sorted(searched)) or '(none: this config searches nothing)'}")
         return self
 
     def identity(self) -> dict[str, Any]:
         """Everything the results depend on, as plain values: what a resumed run must share."""
-        return self.model_dump(mode="json", exclude=set(NOT_IDENTITY))
+        return self.model_dump(mode="json", exclude={**{section: True for section in NOT_IDENTITY},
+                                                     "search": {"max_fits"}})
 
     def identity_hash(self) -> str:
         return hashlib.sha256(yaml.safe_dump(self.identity(), sort_keys=True).encode()).hexdigest()[:16]
@@ -181,19 +210,37 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), search: bool = 
     With `search=True` the file must also define a non-empty search space.
     """
     path = Path(path)
+    if path.is_dir():
+        raise PipelineError(f"config {path} is a folder: pass a YAML file with --config, e.g. configs/quick.yaml")
     if not path.is_file():
         raise PipelineError(f"config file {path} not found: pass an existing YAML file with --config")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not a text file; pass a YAML experiment file with --config") from None
+    except OSError as error:
+        raise PipelineError(f"{path}: cannot read it ({error.strerror}); check its permissions") from None
     except yaml.YAMLError as error:
         where = getattr(error, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise PipelineError(f"{path}: not valid YAML{line}: fix the syntax") from None
+    if raw is None:
+        raise PipelineError(f"{path}: the file is empty; start from one of configs/*.yaml")
     if not isinstance(raw, dict):
         raise PipelineError(f"{path}: the top level must be a mapping of sections (experiment, data, model, ...)")
+    if search and "search" not in raw and not any(o.startswith("search.") for o in overrides):
+        raise PipelineError(f"{path}: this is a training config (no search section): train it with "
+                            f"python -m pipeline.train --config {path}, or add a search section")
     for override in overrides:
         _apply_override(raw, override)
-    return parse_config(raw, source=str(path), search=search)
+    try:
+        return parse_config(raw, source=str(path), search=search)
+    except PipelineError as error:
+        problem = str(error).removeprefix(f"{path}: ")
+        blamed = _override_at_fault(problem.split(":", 1)[0], overrides)
+        if blamed is None:
+            raise
+        raise PipelineError(f"--set {blamed}: {problem}") from None
 
 
 def parse_config(raw: dict[str, Any], source: str = "<config>", search: bool = False) -> ExperimentConfig:
@@ -221,6 +268,15 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str:
     return f"{prefix.rstrip('.')} ({a!r} in the run, {b!r} given)"
 
 
+def _override_at_fault(key: str, overrides: Sequence[str]) -> str | None:
+    """The --set override about the config key a validation message names (or a parent or child of it)."""
+    for override in overrides:
+        given = override.partition("=")[0].strip()
+        if given == key or given.startswith(key + ".") or key.startswith(given + "."):
+            return override
+    return None
+
+
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
@@ -242,6 +298,8 @@ def describe(error: ValidationError) -> str:
     """The first validation problem as 'key.path: message'."""
     first = error.errors()[0]
     loc = [str(part) for part in first["loc"]]
+    if not loc and first["type"] == "value_error":  # a whole-config check: its message names its keys
+        return first["msg"].removeprefix("Value error, ")
     key = ".".join(loc) or "(top level)"
     if first["type"] == "extra_forbidden":
         if len(loc) == 2 and loc[0] == "search" and loc[1] in ExecutionConfig.model_fields:

@@ -40,11 +40,32 @@ def check_search_space(config: ExperimentConfig) -> None:
                     raise ValueError(f"{where}: empty list of values; give at least one")
             section, field = allowed[name]
             for value in choices:
+                if isinstance(value, str) and value.count("(") != value.count(")"):
+                    raise ValueError(f"{where}: '{value}' is a call cut at its comma: inside [...] YAML splits an "
+                                     "unquoted uniform(5, -5); quote it: ['uniform(5, -5)']")
                 _check_value(where, section, field, value)
             if config.search.strategy.startswith("halving") and name == config.search.resource:
                 raise ValueError(f"{where}: '{name}' is the halving resource (search.resource), so it cannot "
                                  "also be searched; remove it or set search.resource: n_samples")
         _check_families_apply(config, grid)
+    fits = first_round_candidates(config) * config.cv.folds
+    if fits > config.search.max_fits:
+        raise ValueError(f"search: {first_round_candidates(config):,} candidates x {config.cv.folds} folds = {fits:,} fits, "
+                         f"more than search.max_fits ({config.search.max_fits:,}); shrink the space, or raise "
+                         "search.max_fits if you mean it")
+
+
+def first_round_candidates(config: ExperimentConfig) -> int:
+    """How many candidates the search starts with, computed without listing them."""
+    import math
+
+    sizes = [math.prod(math.inf if isinstance(v, dict) and v.get("distribution") != "choice"
+                       else len(v["values"] if isinstance(v, dict) else v) for v in grid.values())
+             for grid in config.search.grids()]
+    grid_size = sum(sizes)
+    if config.search.strategy in ("random", "halving-random"):
+        return int(min(config.search.n_iter, grid_size))
+    return int(grid_size)
 
 
 def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:

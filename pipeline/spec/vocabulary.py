@@ -11,9 +11,9 @@ against Keras' own registries. Free of TensorFlow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 INITIALIZERS = (
     "uniform", "lecun_uniform", "normal", "zeros", "ones", "glorot_normal", "glorot_uniform",
@@ -188,9 +188,16 @@ class ScheduleSpec(Spec):
         return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
 
 
+# What every fit logs, so what EarlyStopping and ModelCheckpoint can watch (accuracy: classes only).
+MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy")
+
+
+Monitor = Annotated[str, AfterValidator(lambda name: one_of(name, MONITORS, "monitored metric"))]
+
+
 class EarlyStoppingSpec(Spec):
     enabled: bool = False
-    monitor: str = "val_loss"
+    monitor: Monitor = "val_loss"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0)
     restore_best_weights: bool = True
@@ -202,7 +209,7 @@ class EarlyStoppingSpec(Spec):
 
 class CheckpointSpec(Spec):
     enabled: bool = False
-    monitor: str = "val_accuracy"
+    monitor: Monitor = "val_accuracy"
     mode: Literal["auto", "min", "max"] = "auto"
 
     def kwargs(self) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 TensorFlow 2.21 keeps about 1.5-3 MB per trained model that neither `clear_session()` nor
 `gc.collect()` frees (measured here: it grows with every traced training function), so a
 long search in one process grows and slows down. The supervisor never trains: it starts
-`python -m pipeline.search --worker RUN_DIR --max-fits N`, which resumes the run, trains at
+`python -m pipeline.search --worker RUN_DIR --worker-fits N`, which resumes the run, trains at
 most N new fits (journaled ones are replayed, not retrained) and exits with EXIT_RECYCLE;
 then a fresh worker continues. A worker that crashes (killed, out of memory) is restarted the
 same way: what it had not recorded trains again. The supervisor holds the run's lock for the
@@ -52,7 +52,7 @@ def supervise(run_dir: Path, total_fits: int, fits_per_process: int, progress: b
 
 
 def _run_worker(run_dir: Path, fits_per_process: int) -> int:
-    command = [sys.executable, "-m", "pipeline.cli.search", "--worker", str(run_dir), "--max-fits", str(fits_per_process)]
+    command = [sys.executable, "-m", "pipeline.cli.search", "--worker", str(run_dir), "--worker-fits", str(fits_per_process)]
     # Its own session: a terminal Ctrl-C reaches the supervisor only, which forwards it once.
     worker = subprocess.Popen(command, start_new_session=True)
     forward = lambda signum, frame: worker.send_signal(signum)  # noqa: E731
