@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError
+from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError, storage_problem
 from ..core.files import run_lock
 from ..data import Dataset, load_dataset
 from ..spec.config import ExperimentConfig, load_config
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..tuning.lifecycle import load_run_dataset, resume_run, start_run
+    from ..tuning.lifecycle import finished, load_run_dataset, resume_run, start_run
     from ..tuning.strategies import count_fits
 
     args = build_parser().parse_args(argv)
@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = load_dataset(given.data, given.seed)
         run_dir = start_run(given, dataset)
     with run_lock(run_dir):
+        if args.resume and finished(run_dir):
+            print(f"{run_dir} is already finished: nothing to train (results: {run_dir}/report.html)")
+            return 0
         if args.resume:
             config, dataset = resume_run(run_dir, given)
         else:
@@ -99,7 +102,7 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
     """Run the search in this process and print the tutorial-style summary."""
     from ..tuning.lifecycle import mark_run
     from ..tuning.run import run_search
-    from ..tuning.session import InfrastructureStop, SearchAborted
+    from ..tuning.session import EveryCandidateFailed, InfrastructureStop, SearchAborted
 
     resume = f"python -m pipeline.search --resume {run_dir}"
     try:
@@ -114,10 +117,18 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
         print(f"error: search aborted: {error}; fix the config (or raise execution.max_consecutive_failures) "
               "and start a new run", file=sys.stderr)
         return EXIT_FAILED
-    except InfrastructureStop as error:
-        mark_run(run_dir, "interrupted", reason=str(error))
-        print(f"error: {error}; fix the cause, then continue with: {resume}", file=sys.stderr)
+    except EveryCandidateFailed as error:
+        print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
+    except InfrastructureStop as error:
+        return _stopped(run_dir, f"{error}; fix the cause, then continue with: {resume}")
+    except OSError as error:
+        if storage_problem(error) is None:
+            raise  # not a storage condition: a bug, to be seen in full
+        return _stopped(run_dir, f"{storage_problem(error)}, then continue with: {resume}")
+    except PipelineError as error:
+        _try_mark(run_dir, "failed", str(error))
+        raise
     print("\n".join(outcome["summary"]))
     failed = outcome["failed_candidates"]
     if failed:
@@ -128,6 +139,23 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
     print(f"test {scores} of the refitted best model ({dataset.name}, {len(dataset.y_test)} test samples)")
     print(f"run folder: {run_dir} (report: {run_dir}/report.html)")
     return 0
+
+
+def _stopped(run_dir: Path, message: str) -> int:
+    """A run stopped by its environment (disk, lost workers): recorded as interrupted, resumable."""
+    _try_mark(run_dir, "interrupted", message)
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _try_mark(run_dir: Path, status: str, reason: str) -> None:
+    """Record how the run stopped, if the disk lets us (it may be the very problem)."""
+    from ..tuning.lifecycle import mark_run
+
+    try:
+        mark_run(run_dir, status, reason=reason)
+    except OSError:
+        pass
 
 
 def _config_path(given: str | None, run_dir: Path | None) -> Path:

@@ -64,20 +64,51 @@ def run_lock(run_dir: str | Path, wait_s: float = 2.0) -> Iterator[None]:
         lock.release()
 
 
+def run_is_locked(run_dir: str | Path) -> bool:
+    """Whether a process holds the run's lock right now (a "running" run that is not locked died)."""
+    from filelock import FileLock, Timeout
+
+    if not (Path(run_dir) / LOCK_NAME).exists():
+        return False
+    lock = FileLock(Path(run_dir) / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+@contextmanager
+def _replacing(path: Path, suffix: str) -> Iterator[str]:
+    """A temporary sibling of `path` to write, renamed over `path` on success and removed on failure.
+
+    Errors name `path`, not the temporary file, so a full disk is reported for the file the user knows.
+    """
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(handle)
+    except OSError as error:
+        error.filename = str(path)
+        raise
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            error.filename = str(path)
+        raise
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write `text` to `path` via a temporary file, fsync and rename: all or nothing."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+    with _replacing(Path(path), ".tmp") as temporary:
+        with open(temporary, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
@@ -91,17 +122,9 @@ def write_csv_atomic(frame, path: str | Path, **kwargs: Any) -> None:
 
 def save_figure_atomic(figure, path: str | Path, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG via a temporary file and a rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
+    with _replacing(Path(path), ".png") as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from ..core.errors import PipelineError
-from ..core.files import save_figure_atomic, write_text_atomic
+from ..core.files import run_is_locked, save_figure_atomic, write_text_atomic
 from . import plots
 from .tables import param_columns
 
@@ -89,6 +89,15 @@ class RunFiles:
     def params(self) -> list[str]:
         return param_columns(self.results)
 
+    @property
+    def status(self) -> str:
+        """run.json's status, except that a "running" run no process holds has stopped."""
+        status = self.run.get("status", "?")
+        if status == "running" and not run_is_locked(self.dir):
+            return (f"stopped (its process ended without finishing; continue with "
+                    f"python -m pipeline.search --resume {self.dir})")
+        return status + (f" ({self.run['reason']})" if self.run.get("reason") else "")
+
 
 def report_blocks(run: RunFiles) -> list[Block]:
     """The report's content, in order; draws the plots it refers to."""
@@ -97,7 +106,7 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks: list[Block] = [Heading(f"Search report: {info['experiment']}", 1)]
     blocks.append(Text(
         f"Run `{run.dir.name}`: {search.get('strategy', '?')} search, {info.get('n_candidates', len(results))} "
-        f"candidates x {info.get('n_folds', '?')} folds, seed {info.get('seed', '?')}, status {info.get('status', '?')}, "
+        f"candidates x {info.get('n_folds', '?')} folds, seed {info.get('seed', '?')}, status {run.status}, "
         f"wall time {info.get('wall_time_s', '?')} s."
     ))
     requested = f" (requested: {data.get('requested')})" if data.get("requested") != data.get("name") else ""
@@ -114,14 +123,12 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks.append(Table(failed[["rank", *run.params, "error"]]) if len(failed) else Text("None."))
 
     blocks.append(Heading("Best model"))
-    best = info.get("best_params", {})
-    tests = info.get("test_scores", {}) or {"accuracy": info.get("test_accuracy", float("nan"))}
-    blocks.append(Text(
-        f"Best parameters: `{best}`; mean CV {info.get('scoring', 'score')} {info.get('best_cv_score', float('nan')):.4f}. "
-        "On the test split, refitted on the whole training split: "
-        + ", ".join(f"{name} **{value:.4f}**" for name, value in tests.items()) + "."
-    ))
+    if "best_params" not in info:
+        blocks.append(Text(f"None: the run's status is {run.status}."))
+    else:
+        blocks += _best_model(info)
     if run.confusion is not None:
+
         blocks.append(Table(run.confusion.rename_axis("true \\ predicted").reset_index()))
         blocks.append(_plot(run, "confusion", "Confusion matrix of the test split", plots.plot_confusion(run.confusion)))
 
@@ -154,6 +161,15 @@ def report_blocks(run: RunFiles) -> list[Block]:
                 blocks.append(_plot(run, f"history_{metric}", f"Best model, refitted: {metric} per epoch",
                                     plots.plot_history(run.history, metric)))
     return blocks
+
+
+def _best_model(info: dict) -> list[Block]:
+    tests = info.get("test_scores", {}) or {"accuracy": info.get("test_accuracy", float("nan"))}
+    return [Text(
+        f"Best parameters: `{info['best_params']}`; mean CV {info.get('scoring', 'score')} "
+        f"{info.get('best_cv_score', float('nan')):.4f}. On the test split, refitted on the whole training split: "
+        + ", ".join(f"{name} **{value:.4f}**" for name, value in tests.items()) + "."
+    )]
 
 
 def leaderboard(results: pd.DataFrame, params: list[str]) -> pd.DataFrame:

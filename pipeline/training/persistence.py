@@ -29,10 +29,13 @@ ALLOWED_LAYERS = frozenset({"Sequential", "InputLayer", "Dense", "Dropout"})
 def save_model(model, folder: str | Path, metadata: dict[str, Any]) -> Path:
     """Write the four files into `folder` atomically: built in a temporary sibling, then renamed.
 
-    A crash mid-save leaves no half-written model folder; an existing folder (a resumed
-    run saving again) is replaced only once the new one is complete.
+    A crash mid-save leaves no half-written model folder (and the next save removes what a
+    killed one left); an existing folder (a resumed run saving again) is replaced only once
+    the new one is complete.
     """
     folder = Path(folder)
+    for leftover in folder.parent.glob(f".{folder.name}.*"):  # from a save that was killed midway
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         write_text_atomic(staging / ARCHITECTURE, model.to_json(indent=2))
@@ -48,8 +51,10 @@ def save_model(model, folder: str | Path, metadata: dict[str, Any]) -> Path:
             shutil.rmtree(retired)
         else:
             staging.rename(folder)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError) and not error.filename:  # HDF5 does not say which file
+            error.filename = str(folder)
         raise
     return folder
 

@@ -110,6 +110,11 @@ def resume_run(run_dir: Path, given: ExperimentConfig | None = None) -> tuple[Ex
     return saved, dataset
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether the run completed (results, best model and report written): a resume has nothing to do."""
+    return (run_dir / "run.json").is_file() and read_json(run_dir / "run.json").get("status") == "finished"
+
+
 def update_run(run_dir: Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into run.json (atomically); returns the new content."""
     content = {**read_json(run_dir / "run.json"), **fields}

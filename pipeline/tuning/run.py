@@ -25,7 +25,7 @@ from ..spec.config import ExperimentConfig
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
 from .lifecycle import start_run, update_run
 from .records import plain_value
-from .session import FitBudget, SearchSession, TrainFirst
+from .session import EveryCandidateFailed, FitBudget, SearchSession, TrainFirst
 from .store import JOURNAL_NAME, JournalProgress, read_incidents
 from .strategies import RecordScorer, build_search, count_fits, make_cv, scoring_metrics
 
@@ -116,14 +116,17 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
         write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
         if results["mean_test_score"].isna().all():
-            raise PipelineError(f"every candidate failed, e.g. {results['error'].iloc[0]}; see {run_dir}/results.csv")
+            reason = f"every candidate failed, e.g. {results['error'].iloc[0]}"
+            update_run(run_dir, status="failed", reason=reason, finished=utc_now(), n_candidates=int(len(results)),
+                       n_folds=config.cv.folds, failed_candidates=_failures(results))
+            write_report(run_dir)
+            raise EveryCandidateFailed(f"{reason}; see {run_dir}/report.html, change the search space and start a new run")
         chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
         best = best_params(results, cv_results)
         refitted = refit(config, dataset, best, context, checkpoint_dir)
     test_scores = _test_scores(refitted, dataset, run_dir)
     _save_best(refitted, config, dataset, run_dir, best, chosen, primary, test_scores)
     started = read_json(run_dir / "run.json")
-    failed = results[results["error"] != ""]
     outcome = update_run(
         run_dir,
         status="finished",
@@ -135,7 +138,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         n_candidates=int(len(results)),
         n_folds=config.cv.folds,
         scoring=primary,
-        failed_candidates={str(int(r["candidate"])): r["error"] for _, r in failed.iterrows()},
+        failed_candidates=_failures(results),
         execution=execution.model_dump(mode="json"),
         fused_candidates=sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"]),
         incidents=len(read_incidents(run_dir)),
@@ -147,6 +150,12 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     )
     write_report(run_dir)
     return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
+
+
+def _failures(results) -> dict[str, str]:
+    """Failed candidate number -> its error, for run.json."""
+    failed = results[results["error"] != ""]
+    return {str(int(row["candidate"])): row["error"] for _, row in failed.iterrows()}
 
 
 def refit(config: ExperimentConfig, dataset: Dataset, best: dict[str, Any], context, checkpoint_dir: Path | None):

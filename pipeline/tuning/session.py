@@ -28,6 +28,10 @@ class SearchAborted(BaseException):
     `except Exception` lets it through and the run stops."""
 
 
+class EveryCandidateFailed(Exception):
+    """The search finished but no candidate has a score: the run is recorded as failed, with its report."""
+
+
 class InfrastructureStop(BaseException):
     """Fits kept failing for reasons outside the candidates (memory, disk, workers): stop, resumable."""
 
@@ -111,8 +115,7 @@ class SearchSession:
         for record in records:
             try:
                 self.store.append(record)
-            except InfrastructureFailure as error:
-                log_incident(self.run_dir, "the fit journal could not be written", error)
+            except InfrastructureFailure as error:  # no incident log: the disk is most likely full
                 raise InfrastructureStop(str(error)) from None
         limit = self.max_consecutive_failures
         if limit and self.store.trailing_failures() >= limit:

@@ -16,6 +16,7 @@ for the user to read, and are never replayed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -94,12 +95,11 @@ class FitStore:
             try:
                 written = os.write(descriptor, line)
                 if written != len(line):
-                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+                    raise OSError(errno.ENOSPC, f"short write, {written} of {len(line)} bytes: is the disk full?")
                 os.fsync(descriptor)
             except OSError as error:
                 os.ftruncate(descriptor, start)
-                raise InfrastructureFailure(f"cannot write the fit journal {self.path} ({error}); "
-                                            "free disk space, then resume the run") from None
+                raise InfrastructureFailure(f"cannot write the fit journal {self.path} ({error.strerror or error})") from None
         finally:
             os.close(descriptor)
         self._offset += len(line)
@@ -151,7 +151,13 @@ def read_incidents(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / INCIDENTS_NAME
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    incidents = []
+    for line in path.read_text().splitlines():
+        try:
+            incidents.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a full disk: the log is best effort
+            continue
+    return incidents
 
 
 class JournalProgress:
