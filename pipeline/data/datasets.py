@@ -8,6 +8,8 @@ imported unless the full MNIST has to be fetched through Keras.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -151,7 +153,8 @@ def _load_mnist(config: DataConfig, seed: int) -> Dataset:
     try:
         from ..core.runtime import keras
 
-        train, test = keras().datasets.mnist.load_data()
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras' "Downloading data from ..." line
+            train, test = keras().datasets.mnist.load_data()
     except Exception as error:  # no network, proxy, corrupt cache: all mean "use the shipped sample"
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         message = (

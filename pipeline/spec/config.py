@@ -178,7 +178,7 @@ class ExperimentConfig(Spec):
             raise ValueError(f"{needs_validation[0]} watches a validation metric but data.validation_split is 0; raise it")
         task = self.data.task
         for name, section in (("early_stopping", self.callbacks.early_stopping), ("checkpoint", self.callbacks.checkpoint)):
-            if task == "regression" and "accuracy" in section.monitor:
+            if section.enabled and task == "regression" and "accuracy" in section.monitor:
                 raise ValueError(f"callbacks.{name}.monitor: {section.monitor} is not logged for regression "
                                  f"({self.data.name}); watch loss or val_loss")
         if self.search.scoring is not None and self.search.scoring not in SCORERS[task]:

@@ -7,6 +7,7 @@ must get its own.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from contextlib import contextmanager
@@ -76,6 +77,16 @@ class StopOnRequest(keras.callbacks.Callback):
         self.stop.raise_if_requested()
 
 
+class TerminateOnNaN(keras.callbacks.Callback):
+    """Keras' TerminateOnNaN without its "Invalid loss, terminating training" line per diverging
+    fit: a diverged fit is reported once, as the candidate's failure (or the training run's)."""
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+
+
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds `learning_rate` to each epoch's logs: the rate in force when the epoch began.
 
@@ -120,7 +131,7 @@ def make_callbacks(
             path, save_best_only=True, save_weights_only=path.endswith(".weights.h5"), **checkpoint.kwargs()
         ))
     if terminate_on_nan:
-        callbacks.append(keras.callbacks.TerminateOnNaN())
+        callbacks.append(TerminateOnNaN())
     if history_csv is not None:
         callbacks.append(keras.callbacks.CSVLogger(str(history_csv)))
     return callbacks
