@@ -65,11 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = load_dataset(given.data, given.seed)
         run_dir = start_run(given, dataset)
     with run_lock(run_dir):
-        if args.resume and finished(run_dir):
-            print(f"{run_dir} is already finished: nothing to train (results: {run_dir}/report.html)")
-            return 0
         if args.resume:
-            config, dataset = resume_run(run_dir, given)
+            done = finished(run_dir)
+            config, dataset = resume_run(run_dir, given, record_execution=not done)
+            if done:
+                print(f"{run_dir} is already finished: nothing to train (results: {run_dir}/report.html)")
+                return 0
         else:
             config = given
         execution = config.execution

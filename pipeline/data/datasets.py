@@ -93,7 +93,9 @@ def _image_dataset(name, requested, train, test, scale, source, notes=()) -> Dat
         y_train=np.asarray(y_train, dtype="int64"),
         x_test=preprocess_images(x_test, scale),
         y_test=np.asarray(y_test, dtype="int64"),
-        preprocessing={"image_shape": list(x_train.shape[1:]), "scale": float(scale)},
+        # What prediction expects (`LoadedModel.prepare` checks it): grayscale images of this shape,
+        # pixels in `input_range` divided by `scale`, or floats the caller already scaled to [0, 1].
+        preprocessing={"image_shape": list(x_train.shape[1:]), "scale": float(scale), "input_range": [0.0, float(scale)]},
         source=source,
         notes=tuple(notes),
     )
@@ -115,7 +117,11 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
         return (x, y), None
     from sklearn.model_selection import train_test_split
 
-    x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    try:
+        x_fit, x_val, y_fit, y_val = train_test_split(x, y, test_size=fraction, random_state=seed, stratify=y)
+    except ValueError:  # too few samples for a stratified split: one of each class on both sides
+        raise PipelineError(f"data.validation_split={fraction:g} of {len(y)} training samples cannot hold every "
+                            f"class on both sides of the split; give more samples or change data.validation_split") from None
     return (x_fit, y_fit), (x_val, y_val)
 
 

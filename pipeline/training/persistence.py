@@ -96,10 +96,11 @@ class LoadedModel:
         scale = self.metadata["preprocessing"].get("scale", 1.0)
         if isinstance(scale, list):  # a table of features, each with its own scale
             return np.asarray(scale, dtype="float32")
+        floor, ceiling = self.metadata["preprocessing"].get("input_range", [0.0, scale])
         low, high = float(images.min()), float(images.max())
-        if low < 0 or high > scale:
+        if low < floor or high > ceiling:
             raise PipelineError(f"input values range from {low:g} to {high:g}, but this model was trained on pixels in "
-                                f"0-{scale:g} (or scaled to 0-1); give images of the same kind")
+                                f"{floor:g}-{ceiling:g} (or scaled to 0-1); give images of the same kind")
         return 1.0 if self.already_scaled(images) else scale
 
     def already_scaled(self, images: np.ndarray) -> bool:

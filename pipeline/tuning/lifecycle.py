@@ -87,9 +87,11 @@ def load_run_dataset(run_dir: Path) -> tuple[ExperimentConfig, Dataset]:
     return saved, load_dataset(data_config, saved.seed)
 
 
-def resume_run(run_dir: Path, given: ExperimentConfig | None = None) -> tuple[ExperimentConfig, Dataset]:
-    """The run's config (with `given`'s execution settings, if given) and data, after checking
-    that nothing the results depend on has changed: config identity, data, code."""
+def resume_run(run_dir: Path, given: ExperimentConfig | None = None,
+               record_execution: bool = True) -> tuple[ExperimentConfig, Dataset]:
+    """The run's config (with `given`'s execution settings, if given, recorded in the run unless
+    `record_execution` is False) and data, after checking that nothing the results depend on
+    has changed: config identity, data, code."""
     if not run_dir.is_dir():
         raise PipelineError(f"--resume {run_dir}: no such run folder; give outputs/<run> of an earlier search")
     saved, dataset = load_run_dataset(run_dir)
@@ -103,7 +105,7 @@ def resume_run(run_dir: Path, given: ExperimentConfig | None = None) -> tuple[Ex
         if recorded.get(part) != current[part]:
             raise PipelineError(f"--resume {run_dir}: the {what} differs from the one the run started with "
                                 f"({recorded.get(part)} != {current[part]}); start a new run")
-    if given is not None and given.execution != saved.execution:
+    if given is not None and given.execution != saved.execution and record_execution:
         saved = saved.model_copy(update={"execution": given.execution})
         write_text_atomic(run_dir / "config.yaml", saved.to_yaml())
         update_run(run_dir, execution=saved.execution.model_dump(mode="json"))

@@ -208,6 +208,8 @@ def test_resume_checks_identity_and_lets_execution_change(tiny_search_run, tmp_p
         in capsys.readouterr().err
     copy = tmp_path / "copy"
     shutil.copytree(tiny_search_run, copy)
+    run = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**run, "status": "interrupted"}))  # else resume has nothing to do
     assert run_main(main, ["--resume", copy, "--set", "execution.max_towers=3", "--set", "execution.fuse=false",
                            "--quiet"]) == 0
     assert "fuse: false" in (copy / "config.yaml").read_text()

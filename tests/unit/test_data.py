@@ -66,7 +66,8 @@ def test_mnist_sample_split_is_stratified_and_seeded():
     assert np.array_equal(first.y_test, again.y_test) and not np.array_equal(first.y_test, other.y_test)
     expected = np.array(MNIST_TEST_COUNTS) * 0.2
     assert np.all(np.abs(np.bincount(first.y_test) - expected) <= 1)
-    assert first.summary()["n_train"] == 8000 and first.preprocessing == {"image_shape": [28, 28], "scale": 255.0}
+    assert first.summary()["n_train"] == 8000 and first.preprocessing == {"image_shape": [28, 28], "scale": 255.0,
+                                                                  "input_range": [0.0, 255.0]}
 
 
 def test_subsamples_keep_every_class():
