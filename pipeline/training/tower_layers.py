@@ -56,11 +56,18 @@ class TowerDense(keras.layers.Layer):
 
     def build(self, input_shape):
         shape = (self.n_in, self.n_towers, self.n_out) if self.shared_input else (self.n_towers, self.n_in, self.n_out)
-        penalised = self.penalties.any()  # the regularizers put each tower's penalty into the training loss
+        penalised = self.penalties.any()  # the regularizer puts each tower's penalty into the training loss
         self.kernel = self.add_weight(shape=shape, initializer="zeros", name="kernel",
-                                      regularizer=(lambda _: keras.ops.sum(self.kernel_penalty())) if penalised else None)
-        self.bias = self.add_weight(shape=(self.n_towers, self.n_out), initializer="zeros", name="bias",
-                                    regularizer=(lambda _: keras.ops.sum(self.bias_penalty())) if penalised else None)
+                                      regularizer=self._record_penalty if penalised else None)
+        self.bias = self.add_weight(shape=(self.n_towers, self.n_out), initializer="zeros", name="bias")
+        # Each tower's penalty as the loss saw it, before the update (what a solo fit reports).
+        self.recorded_penalty = self.add_weight(shape=(self.n_towers,), initializer="zeros", trainable=False,
+                                                name="recorded_penalty")
+
+    def _record_penalty(self, _kernel):
+        penalty = self.kernel_penalty() + self.bias_penalty()
+        self.recorded_penalty.assign(penalty)
+        return keras.ops.sum(penalty)
 
     def kernel_penalty(self):
         """(T,) each tower's kernel L1/L2 penalty, as Keras' L1L2 regularizer computes it."""
@@ -73,10 +80,8 @@ class TowerDense(keras.layers.Layer):
         return p[:, 2] * ops.sum(ops.abs(self.bias), axis=1) + p[:, 3] * ops.sum(ops.square(self.bias), axis=1)
 
     def penalty(self):
-        """(T,) each tower's total penalty (zeros without regularization)."""
-        if not self.penalties.any():
-            return keras.ops.zeros((self.n_towers,))
-        return self.kernel_penalty() + self.bias_penalty()
+        """(T,) each tower's total penalty in the last loss computed (zeros without regularization)."""
+        return self.recorded_penalty.value
 
     def call(self, inputs):
         ops = keras.ops
@@ -150,3 +155,116 @@ class TowerMetrics(keras.metrics.Metric):
             accuracy = self.correct / keras.ops.maximum(self.count, 1.0)
             result.update({f"accuracy_{t}": accuracy[t] for t in range(self.n_towers)})
         return result
+
+
+class TowerOptimizer(keras.optimizers.Optimizer):
+    """SGD, RMSprop or Adam over stacked tower variables, with every hyperparameter per tower.
+
+    Each hyperparameter is a (T,) vector broadcast along a variable's tower axis, so tower t is
+    updated with exactly the arithmetic Keras' own optimizer applies to a solo model: the same
+    formulas in the same order, float32 constants rounded as Keras rounds its Python floats
+    (`1 - rho` is computed in float64, then rounded), time-based decay as Keras'
+    `InverseTimeDecay(decay_steps=1)`. Values are variables, so one compiled program serves any
+    settings (`set_towers`); an epoch schedule sets `rates` per tower between epochs.
+    """
+
+    HYPERPARAMETERS = ("rates", "decays", "momentum", "nesterov", "rho", "one_minus_rho", "beta_1", "one_minus_beta_1",
+                       "beta_2", "one_minus_beta_2", "epsilon")
+
+    def __init__(self, kind: str, n_towers: int, tower_axes: dict[str, int], **kwargs):
+        super().__init__(learning_rate=0.0, name=f"tower_{kind}", **kwargs)
+        self.kind, self.n_towers, self.tower_axes = kind, n_towers, dict(tower_axes)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.hyper = {name: self.add_variable((self.n_towers,), name=name) for name in self.HYPERPARAMETERS}
+        self.broadcast_shapes = []  # per variable index: (1, ..., T, ..., 1) along its tower axis
+        for variable in variables:
+            shape = [1] * len(variable.shape)
+            shape[self.tower_axes[variable.path]] = self.n_towers
+            self.broadcast_shapes.append(tuple(shape))
+        slots = {"sgd": ("momentum",), "rmsprop": ("velocity", "momentum"), "adam": ("momentum", "velocity")}[self.kind]
+        self.slots = {name: [self.add_variable_from_reference(v, name) for v in variables] for name in slots}
+
+    def set_towers(self, optimizers) -> None:
+        """Each tower's `OptimizerSpec` (all of `kind`); Keras' defaults where one leaves a value out."""
+        defaults = {"momentum": 0.0, "nesterov": False, "rho": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+        values = {name: [] for name in self.HYPERPARAMETERS}
+        for spec in optimizers:
+            args = {**defaults, **spec.specific_args()}
+            values["rates"].append(spec.learning_rate)
+            values["decays"].append(spec.decay)
+            for name in ("momentum", "rho", "beta_1", "beta_2", "epsilon"):
+                values[name].append(args[name])
+            values["nesterov"].append(float(bool(args["nesterov"])))
+            for name in ("rho", "beta_1", "beta_2"):
+                values[f"one_minus_{name}"].append(1 - args[name])  # in float64, as Python computes it for Keras
+        for name, vector in values.items():
+            self.hyper[name].assign(np.asarray(vector, dtype="float64").astype("float32"))
+
+    def reset(self) -> None:
+        """Zero iterations and every slot: the next fit starts like one on a new optimizer."""
+        self.iterations.assign(0)
+        for variables in self.slots.values():
+            for variable in variables:
+                variable.assign(keras.ops.zeros_like(variable))
+
+    def tower_rates(self):
+        """(T,) the rate each tower applies at the next update (time decay at `iterations`)."""
+        step = keras.ops.cast(self.iterations, "float32")
+        return self.hyper["rates"] / (1.0 + self.hyper["decays"] * step)
+
+    def update_step(self, gradient, variable, learning_rate):
+        ops = keras.ops
+        index = self._get_variable_index(variable)
+
+        def h(name):  # a hyperparameter along this variable's tower axis
+            return ops.reshape(self.hyper[name], self.broadcast_shapes[index])
+
+        lr = ops.reshape(self.tower_rates(), self.broadcast_shapes[index])
+        gradient = ops.cast(gradient, variable.dtype)
+        if self.kind == "sgd":
+            m = self.slots["momentum"][index]
+            self.assign(m, ops.subtract(ops.multiply(m, h("momentum")), ops.multiply(gradient, lr)))
+            nesterov_step = ops.subtract(ops.multiply(m, h("momentum")), ops.multiply(gradient, lr))
+            self.assign_add(variable, ops.where(h("nesterov") > 0, nesterov_step, m))
+        elif self.kind == "rmsprop":
+            velocity, momentum = self.slots["velocity"][index], self.slots["momentum"][index]
+            self.assign(velocity, ops.add(ops.multiply(h("rho"), velocity),
+                                          ops.multiply(h("one_minus_rho"), ops.square(gradient))))
+            increment = ops.divide(ops.multiply(lr, gradient), ops.sqrt(ops.add(velocity, h("epsilon"))))
+            self.assign(momentum, ops.add(ops.multiply(h("momentum"), momentum), increment))
+            self.assign_sub(variable, momentum)
+        else:
+            m, v = self.slots["momentum"][index], self.slots["velocity"][index]
+            local_step = ops.cast(self.iterations + 1, variable.dtype)
+            beta_1_power, beta_2_power = ops.power(h("beta_1"), local_step), ops.power(h("beta_2"), local_step)
+            alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+            self.assign_add(m, ops.multiply(ops.subtract(gradient, m), h("one_minus_beta_1")))
+            self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), h("one_minus_beta_2")))
+            self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), h("epsilon"))))
+
+
+class TowerSchedules(keras.callbacks.Callback):
+    """Each tower's epoch schedule (or none) and its learning rate in the logs as `learning_rate_<t>`:
+    the rates each tower's own `EpochSchedule` and `LearningRateLogger` would set and log."""
+
+    def __init__(self, functions):
+        super().__init__()
+        self.functions = list(functions)  # per tower: epoch -> rate, or None (the optimizer's own rate)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if any(self.functions):
+            rates = keras.ops.convert_to_numpy(optimizer.hyper["rates"]).astype("float64")
+            for t, function in enumerate(self.functions):
+                if function is not None:
+                    rates[t] = float(function(epoch))
+            optimizer.hyper["rates"].assign(rates.astype("float32"))
+        self._rates = [float(rate) for rate in keras.ops.convert_to_numpy(optimizer.tower_rates())]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update({f"learning_rate_{t}": rate for t, rate in enumerate(self._rates)})

@@ -26,9 +26,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..spec.vocabulary import NetworkSpec, OptimizerSpec
+from ..spec.vocabulary import NetworkSpec, OptimizerSpec, ScheduleSpec
 from .context import ModelCache
-from .factory import build_model, build_optimizer, reset_optimizer
+from .factory import build_model
+from .schedules import schedule_function
 
 # Prediction needs no small batches: bigger ones only cut per-batch overhead.
 PREDICT_BATCH = 4096
@@ -60,11 +61,12 @@ def initial_state(tower: NetworkSpec, n_features: int, n_outputs: int, output_ac
 
 
 def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs: int, *, task: str,
-                      optimizer: OptimizerSpec, steps_per_execution: int = 1):
+                      optimizer: str, steps_per_execution: int = 1):
     """A compiled Keras model whose output is (batch, towers, outputs): probabilities per tower for
-    classification (softmax), values for regression."""
+    classification (softmax), values for regression; trained by a `TowerOptimizer` of kind
+    `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings `fit_towers` sets."""
     from ..core.runtime import keras as _keras
-    from .tower_layers import TowerDense, TowerDropout, TowerMetrics, summed_loss
+    from .tower_layers import TowerDense, TowerDropout, TowerMetrics, TowerOptimizer, summed_loss
 
     keras = _keras()
     keras.backend.clear_session(free_memory=True)
@@ -85,9 +87,13 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
         if not last and rates.any():
             layers.append(TowerDropout(rates, [t.hidden_layers[index] for t in towers]))
     model = keras.Sequential(layers)
-    model.compile(optimizer=build_optimizer(optimizer), loss=summed_loss(task),
+    axes = {}
+    for layer in dense_layers(model):  # the tower axis: (in, T, out) first kernel, (T, ...) otherwise
+        axes[layer.kernel.path], axes[layer.bias.path] = (1 if layer.shared_input else 0), 0
+    model.compile(optimizer=TowerOptimizer(optimizer, len(towers), axes), loss=summed_loss(task),
                   metrics=[TowerMetrics(len(towers), task, dense_layers(model))],
                   steps_per_execution=steps_per_execution)
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -174,16 +180,24 @@ def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.nda
     return OutputClassifier() if task == "classification" else OutputRegressor()
 
 
-def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizer: OptimizerSpec, epochs: int,
-               batch_size: int, validation_split: float = 0.0, shuffle: bool = True, steps_per_execution: int = 1,
+def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Sequence[OptimizerSpec],
+               schedules: Sequence[ScheduleSpec] | None = None, epochs: int, batch_size: int,
+               validation_split: float = 0.0, shuffle: bool = True, steps_per_execution: int = 1,
                seed: int | None = None, seeding: Seeding | None = None, callbacks: Sequence = (),
                cache: ModelCache | None = None) -> FittedTowers:
-    """Train one candidate per tower together.
+    """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
+    settings `optimizers[t]` (one kind for all) and epoch schedule `schedules[t]`.
 
     Labels are encoded as scikeras encodes them (sorted classes -> 0..n-1); the model is built and
     trained under `seeding(seed)`, the seeding of a solo fit. With `cache`, the last fused model of
-    the same shapes is reused (no retracing) and towers' initial states are drawn once per seed.
+    the same shapes and optimizer kind is reused (no retracing) and towers' initial states are
+    drawn once per seed.
     """
+    from .tower_layers import TowerSchedules
+
+    kinds = {spec.name for spec in optimizers}
+    if len(kinds) != 1 or len(optimizers) != len(towers):
+        raise ValueError("fused towers need one optimizer setting per tower, all of one kind")
     cache = cache or ModelCache()
     X = np.asarray(X, dtype="float32")
     if task == "classification":
@@ -196,16 +210,29 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizer: Opt
                                                                     seed, seeding))
               for tower in towers]
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
-    model, reused = cache.fused((shapes, X.shape[1], n_outputs, task, optimizer, steps_per_execution),
-                                lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=optimizer,
+    kind = kinds.pop()
+    model, reused = cache.fused((shapes, X.shape[1], n_outputs, task, kind, steps_per_execution),
+                                lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=kind,
                                                           steps_per_execution=steps_per_execution))
-    if reused:
-        reset_optimizer(model.optimizer, optimizer)
+    model.optimizer.reset()
+    model.optimizer.set_towers(optimizers)
     set_initial_state(model, states)
+    schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
+                               in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
         history = model.fit(X, targets, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
-                            shuffle=shuffle, callbacks=list(callbacks), verbose=0)
+                            shuffle=shuffle, callbacks=[schedule, *callbacks], verbose=0)
     return FittedTowers(model, tower_histories(history.history, len(towers), task), task, classes)
+
+
+def epoch_schedule(schedule: ScheduleSpec, optimizer: OptimizerSpec) -> Callable[[int], float] | None:
+    """`epoch -> rate` as the solo fit's `EpochSchedule` computes it (from the optimizer's rate
+    as a float32 variable holds it), or None without a schedule."""
+    if schedule.name == "none":
+        return None
+    if optimizer.decay:
+        raise ValueError(f"learning-rate schedule {schedule.name!r} cannot be combined with optimizer decay")
+    return schedule_function(schedule.name, float(np.float32(optimizer.learning_rate)), **schedule.kwargs())
 
 
 def dense_layers(model) -> list:
@@ -216,14 +243,7 @@ def dense_layers(model) -> list:
 
 def tower_histories(history: dict[str, list[float]], n_towers: int, task: str) -> list[dict[str, list[float]]]:
     """Keras' fused history split per tower, under the names a solo fit logs (loss, accuracy, val_*)."""
-    names = ["loss"] + (["accuracy"] if task == "classification" else [])
-    shared = {name: [float(v) for v in values] for name, values in history.items() if name == "learning_rate"}
-    result = []
-    for t in range(n_towers):
-        tower = {}
-        for prefix in ("", "val_"):
-            for name in names:
-                if f"{prefix}{name}_{t}" in history:
-                    tower[f"{prefix}{name}"] = [float(v) for v in history[f"{prefix}{name}_{t}"]]
-        result.append({**tower, **shared})
-    return result
+    names = [f"{prefix}{name}" for prefix in ("", "val_")
+             for name in ["loss"] + (["accuracy"] if task == "classification" else [])] + ["learning_rate"]
+    return [{name: [float(v) for v in history[f"{name}_{t}"]] for name in names if f"{name}_{t}" in history}
+            for t in range(n_towers)]

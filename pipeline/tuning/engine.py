@@ -1,10 +1,12 @@
 """The fused engine at the search level: which pending fits train together, and training one job.
 
-A *job* is one fold of a group of candidates. Candidates that differ only inside the network
-(initializer, widths, activation, dropout, L1/L2; see `pipeline.training.towers`) and share
-everything else (optimizer, schedule, batch size, epochs, seed) form a group, trained as towers
-of one program, at most `max_towers` at a time; every other candidate is a job of one, trained
-alone. Candidates with early stopping or checkpoints act per fit, so they train alone.
+A *job* is one fold of a group of candidates. Candidates that may differ in the network
+(initializer, widths, activation, dropout, L1/L2), the optimizer's settings (learning rate,
+decay, momentum, Nesterov, rho, betas, epsilon) and the epoch schedule, and share everything
+else (network depth, optimizer kind, batch size, epochs, seed) form a group, trained as towers
+of one program (see `pipeline.training.towers`), at most `max_towers` at a time; every other
+candidate is a job of one, trained alone. Candidates with early stopping or checkpoints act per
+fit, so they train alone.
 
 `train_job` returns one `FitRecord` per candidate, the same record however it trained. It
 raises only infrastructure errors (memory, disk, the stop request): the candidate's own
@@ -40,13 +42,20 @@ class Job:
         return len(self.candidates)
 
 
+# Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind)
+# and the epoch schedule; everything else (batch size, epochs, callbacks, seed) is shared.
+PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix)
+
+
 def group_key(params: dict[str, Any]) -> str | None:
-    """What candidates must share to train as one program (all but the network's fields, which
-    may differ per tower, except depth), or None when this candidate must train alone."""
+    """What candidates must share to train as one program, or None when this candidate must
+    train alone (early stopping and checkpoints act per fit; decay with a schedule fails alone)."""
     if params.get("early_stopping") or params.get("checkpoint"):
         return None
+    if OPTIMIZER.build(params).decay and SCHEDULE.build(params).name != "none":
+        return None
     plain = hyperparameters(params)
-    shared = {k: v for k, v in plain.items() if not k.startswith(f"{NETWORK.prefix}__")}
+    shared = {k: v for k, v in plain.items() if not k.startswith(PER_TOWER_PREFIXES)}
     shared["depth"] = len(NETWORK.build(params).hidden_layers)
     return params_key(shared)
 
@@ -94,21 +103,19 @@ def train_job(job: Job, X, y, scorer, context) -> list[FitRecord]:
 
 
 def _train_fused(job: Job, X_train, y_train, X_test, y_test, scorer, context) -> list[FitRecord]:
-    from ..training.callbacks import make_callbacks
+    from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
     from .estimator import seeding
 
     first = job.candidates[0]
-    params = first.get_params()
+    each = [c.get_params() for c in job.candidates]
     started = time.perf_counter()
     fitted = fit_towers(
-        [NETWORK.build(c.get_params()) for c in job.candidates], X_train, y_train,
-        task=first.task, optimizer=OPTIMIZER.build(params),
+        [NETWORK.build(p) for p in each], X_train, y_train,
+        task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
         epochs=first.epochs, batch_size=first.batch_size, validation_split=first.validation_split or 0.0,
         shuffle=first.shuffle, steps_per_execution=first.steps_per_execution,
-        seed=first.random_state, seeding=seeding,
-        callbacks=make_callbacks(schedule=SCHEDULE.build(params), terminate_on_nan=False, stop=context.stop),
-        cache=context.models,
+        seed=first.random_state, seeding=seeding, callbacks=[StopOnRequest(context.stop)], cache=context.models,
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"fold": job.fold, "members": job.keys}), "towers": job.size}

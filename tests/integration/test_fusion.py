@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_main, write_config
 
-from pipeline.spec.vocabulary import NetworkSpec, OptimizerSpec
+from pipeline.spec.vocabulary import NetworkSpec, OptimizerSpec, ScheduleSpec
 
 TOWERS = [
     {"hidden_layers": (32, 16), "activation": "relu", "init_mode": "he_normal", "dropout": 0.2},
@@ -27,46 +27,70 @@ def digits():
     return (X[:600] / 16).astype("float32"), y[:600]
 
 
-def _solo(tower: dict, X, y, optimizer: OptimizerSpec, **fit):
-    """The candidate trained alone through the search's own estimator."""
-    from pipeline.spec.vocabulary import OPTIMIZER
+def _solo(tower: dict, X, y, optimizer: OptimizerSpec, schedule: ScheduleSpec = ScheduleSpec(), **fit):
+    """The candidate trained alone through the search's own estimator: (weights, history)."""
+    from pipeline.spec.vocabulary import OPTIMIZER, SCHEDULE
     from pipeline.tuning.estimator import PipelineClassifier
 
-    estimator = PipelineClassifier(random_state=5, **OPTIMIZER.params(optimizer),
+    estimator = PipelineClassifier(random_state=5, **OPTIMIZER.params(optimizer), **SCHEDULE.params(schedule),
                                    **{f"model__{k}": v for k, v in tower.items()}, **fit)
-    return estimator.fit(X, y).model_.get_weights()
+    estimator.fit(X, y)
+    return estimator.model_.get_weights(), estimator.history_
 
 
 # The README's tolerance for "each tower is the candidate trained alone" (float32 arithmetic in
-# another order: one stacked product instead of one per tower).
+# another order: one stacked product instead of one per tower), for weights and per-epoch histories.
 WEIGHT_ATOL, WEIGHT_RTOL = 2e-5, 1e-4
 
+# Per tower: its own optimizer settings (one kind per program) and its own epoch schedule.
+SETTINGS = {
+    "sgd": [OptimizerSpec(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.001),
+            OptimizerSpec(name="sgd", learning_rate=0.1),
+            OptimizerSpec(name="sgd", learning_rate=0.02, momentum=0.5, decay=0.01)],
+    "rmsprop": [OptimizerSpec(name="rmsprop", learning_rate=0.003),
+                OptimizerSpec(name="rmsprop", learning_rate=0.001, rho=0.8, momentum=0.5, epsilon=1e-6),
+                OptimizerSpec(name="rmsprop", learning_rate=0.002, decay=0.001)],
+    "adam": [OptimizerSpec(name="adam", learning_rate=0.002, beta_1=0.85),
+             OptimizerSpec(name="adam", learning_rate=0.001, beta_2=0.99, epsilon=1e-6),
+             OptimizerSpec(name="adam", learning_rate=0.003, decay=0.001)],
+    "sgd-schedules": [OptimizerSpec(name="sgd", learning_rate=0.1, momentum=0.8),
+                      OptimizerSpec(name="sgd", learning_rate=0.05),
+                      OptimizerSpec(name="sgd", learning_rate=0.08, momentum=0.9, nesterov=True)],
+}
+SCHEDULES = [ScheduleSpec(name="exponential", k=0.3), ScheduleSpec(name="step", drop=0.5, epochs_drop=2),
+             ScheduleSpec(name="warm_restarts", period=2, min_lr=0.001)]
 
-@pytest.mark.parametrize("optimizer, shuffle", [
-    (OptimizerSpec(name="rmsprop", learning_rate=0.003), False),
-    (OptimizerSpec(name="rmsprop", learning_rate=0.003), True),
-    (OptimizerSpec(name="sgd", learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.001), True),
-    (OptimizerSpec(name="adam", learning_rate=0.002, beta_1=0.85), True),
-], ids=["rmsprop-unshuffled", "rmsprop", "sgd-nesterov-decay", "adam"])
-def test_fused_towers_end_with_the_weights_of_solo_fits(digits, optimizer, shuffle):
-    """Every tower's weights after fused training equal those of the same candidate trained alone
-    (the search's own estimator), for towers of different widths, activations, initializers,
-    penalties and dropout rates, under SGD (momentum, Nesterov, time decay), RMSprop and Adam:
-    each tower starts from the solo model's weights and dropout streams, and the batch order is
-    the one the solo fit draws under the same seed."""
+
+@pytest.mark.parametrize("settings, shuffle", [
+    ("rmsprop", False), ("rmsprop", True), ("sgd", True), ("adam", True), ("sgd-schedules", True),
+], ids=["rmsprop-unshuffled", "rmsprop", "sgd-momentum-nesterov-decay", "adam", "sgd-schedules"])
+def test_fused_towers_are_the_candidates_trained_alone(digits, settings, shuffle):
+    """Every tower's weights and per-epoch history (loss, accuracy, validation metrics, learning
+    rate) after fused training equal those of the same candidate trained alone (the search's own
+    estimator), for towers that differ in width, activation, initializer, penalties, dropout, and
+    in every optimizer setting (learning rate, time decay, momentum, Nesterov, rho, betas,
+    epsilon) and epoch schedule: each tower starts from the solo model's weights and dropout
+    streams, is updated with its own settings, and sees the batches the solo fit draws."""
     from pipeline.training.towers import fit_towers, tower_weights
     from pipeline.tuning.estimator import seeding
 
     X, y = digits
-    fit = dict(epochs=3, batch_size=32, validation_split=0.1, shuffle=shuffle)
+    fit = dict(epochs=4, batch_size=32, validation_split=0.1, shuffle=shuffle)
     towers = [NetworkSpec(**t) for t in TOWERS]
-    fused = fit_towers(towers, X, y, task="classification", optimizer=optimizer, seed=5, seeding=seeding, **fit)
-    for fused_weights, spec in zip(tower_weights(fused.model, towers), TOWERS):
-        solo_weights = _solo(spec, X, y, optimizer, **fit)
+    optimizers = SETTINGS[settings]
+    schedules = SCHEDULES if settings.endswith("schedules") else [ScheduleSpec()] * len(towers)
+    fused = fit_towers(towers, X, y, task="classification", optimizers=optimizers, schedules=schedules, seed=5,
+                       seeding=seeding, **fit)
+    for t, (fused_weights, spec) in enumerate(zip(tower_weights(fused.model, towers), TOWERS)):
+        solo_weights, solo_history = _solo(spec, X, y, optimizers[t], schedules[t], **fit)
         assert [w.shape for w in fused_weights] == [w.shape for w in solo_weights]
         for fused_w, solo_w in zip(fused_weights, solo_weights):
             np.testing.assert_allclose(fused_w, solo_w, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
-    assert set(fused.histories[1]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert set(fused.histories[t]) == set(solo_history) == {"loss", "accuracy", "val_loss", "val_accuracy",
+                                                                "learning_rate"}
+        for name, values in solo_history.items():
+            np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL,
+                                       err_msg=f"tower {t}: {name}")
 
 
 def test_each_tower_starts_as_its_own_two_dimensional_layer():
@@ -76,7 +100,7 @@ def test_each_tower_starts_as_its_own_two_dimensional_layer():
 
     towers = [NetworkSpec(hidden_layers=(64,), init_mode="he_normal"), NetworkSpec(hidden_layers=(64,), init_mode="zeros")]
     initial = [initial_state(t, 784, 10, "softmax", seed=1) for t in towers]
-    model = build_fused_model(towers, 784, 10, task="classification", optimizer=OptimizerSpec())
+    model = build_fused_model(towers, 784, 10, task="classification", optimizer="sgd")
     set_initial_state(model, initial)
     copied = tower_weights(model, towers)
     for mine, own in zip(copied, [state.weights for state in initial]):
@@ -92,28 +116,29 @@ def _search(tmp_path, name, **execution):
     from pipeline.search import main
 
     config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution, search={
-        "strategy": "grid", "params": {"model__init_mode": ["glorot_uniform", "he_normal", "zeros"],
-                                       "model__hidden_layers": [[16], [8]]}})
+        "strategy": "grid", "params": {"model__init_mode": ["he_normal", "zeros"], "model__hidden_layers": [[16], [8]],
+                                       "optimizer__learning_rate": [0.01, 0.003]}})
     assert run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet"]) == 0
     (run_dir,) = (tmp_path / name).iterdir()
     return run_dir
 
 
 def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
-    """The same grid with fusing on and off: equal per-candidate scores, fused fits marked as such
-    in results.csv, the journal and run.json."""
+    """The same grid (initializers, widths and learning rates: one program per fold) with fusing on
+    and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
+    run.json."""
     fused_dir = _search(tmp_path, "fused")
     alone_dir = _search(tmp_path, "alone", fuse=False)
     fused, alone = (pd.read_csv(d / "results.csv").sort_values("candidate") for d in (fused_dir, alone_dir))
     for column in ("fold0_test_score", "fold1_test_score", "mean_train_score"):
         np.testing.assert_allclose(fused[column], alone[column], atol=1e-9)
     assert fused.loc[fused["model__init_mode"] == "zeros", "mean_test_score"].max() < 0.2
-    assert (fused["fused_towers"] == 6).all() and (alone["fused_towers"] == 0).all()
+    assert (fused["fused_towers"] == 8).all() and (alone["fused_towers"] == 0).all()
     records = [json.loads(line) for line in (fused_dir / "journal.jsonl").read_text().splitlines()]
-    assert len(records) == 6 * 2 and len({(r["key"], r["fold"]) for r in records}) == 12
-    assert {r["trainer"]["fused"]["towers"] for r in records} == {6} and all(r["history"]["loss"] for r in records)
+    assert len(records) == 8 * 2 and len({(r["key"], r["fold"]) for r in records}) == 16
+    assert {r["trainer"]["fused"]["towers"] for r in records} == {8} and all(r["history"]["loss"] for r in records)
     run = json.loads((fused_dir / "run.json").read_text())
-    assert run["fused_candidates"] == list(range(6))
+    assert run["fused_candidates"] == list(range(8))
     assert json.loads((alone_dir / "run.json").read_text())["fused_candidates"] == []
 
 
@@ -127,7 +152,7 @@ def test_a_reused_fused_model_trains_like_a_new_one(digits):
     X, y = digits
     spec = [NetworkSpec(hidden_layers=(16,), init_mode=mode, dropout=0.2) for mode in ("he_normal", "lecun_uniform")]
     cache = ModelCache()
-    fit = dict(task="classification", optimizer=OptimizerSpec(name="adam", learning_rate=0.01), epochs=2,
+    fit = dict(task="classification", optimizers=[OptimizerSpec(name="adam", learning_rate=0.01)] * 2, epochs=2,
                batch_size=32, seed=3, seeding=seeding)
     first = fit_towers(spec, X[:300], y[:300], cache=cache, **fit)
     reused = fit_towers(spec, X[300:], y[300:], cache=cache, **fit)
