@@ -1,14 +1,16 @@
 """Fused candidate training: several candidates trained together as independent towers of one model.
 
 Why: on a small CPU a single 784-64-64-10 fit spends most of its time on per-step overhead, not
-arithmetic. T candidates that share a fold, batch size, epoch count and optimizer settings can
-share one TensorFlow program instead: the first layer of all towers is one 784 x (T * units)
+arithmetic. T candidates that share a fold, batch size, epoch count, depth and optimizer kind
+can share one TensorFlow program instead: the first layer of all towers is one 784 x (T * units)
 product, the hidden layers one batched product, and the loss is the sum of the towers' losses.
 
 Each tower is mathematically the candidate trained alone:
 - the gradient of a sum of independent losses with respect to one tower's weights is that
   tower's own gradient, and SGD/RMSprop/Adam update every weight from its own gradient and
-  state, so one optimizer over the stacked variables equals one optimizer per tower;
+  state; the `TowerOptimizer` applies Keras' formulas with each tower's own learning rate,
+  decay, momentum, Nesterov flag, rho, betas and epsilon, and `TowerSchedules` sets each
+  tower's epoch schedule, so one optimizer over the stacked variables equals one per tower;
 - every tower starts from the very weights and dropout streams its own model would start from
   (`initial_state` builds the candidate's Keras model under the fit's seed and copies them in),
   never from a Keras initializer applied to the stacked kernel, whose fan-in/fan-out would be wrong;
