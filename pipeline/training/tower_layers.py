@@ -268,3 +268,22 @@ class TowerSchedules(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs.update({f"learning_rate_{t}": rate for t, rate in enumerate(self._rates)})
+
+
+class EpochSnapshots(keras.callbacks.Callback):
+    """Epochs as a shared prefix: when a tower's last epoch ends before the program's, its outputs
+    on the arrays to score are kept (`taken[tower][id(array)]`), as its solo fit would end there."""
+
+    def __init__(self, tower_epochs, arrays):
+        super().__init__()
+        self.tower_epochs, self.arrays = list(tower_epochs), list(arrays)
+        self.taken: dict[int, dict[int, np.ndarray]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .towers import predict_towers
+
+        ending = [t for t, last in enumerate(self.tower_epochs) if last == epoch + 1 < max(self.tower_epochs)]
+        if ending:
+            outputs = {id(array): predict_towers(self.model, array) for array in self.arrays}
+            for t in ending:
+                self.taken[t] = {key: value[:, t, :] for key, value in outputs.items()}

@@ -142,23 +142,36 @@ def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]
 
 @dataclass
 class FittedTowers:
-    """A trained fused model: per-tower histories, and `view(t)` for scoring tower t."""
+    """A trained fused model: per-tower histories, and `view(t)` for scoring tower t.
+
+    A tower that trained for fewer epochs than the program (epochs as a shared prefix) is scored
+    from `snapshots`: the outputs on the arrays to score, taken when its last epoch ended."""
 
     model: Any
     histories: list[dict[str, list[float]]]
     task: str
     classes: np.ndarray | None
+    snapshots: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # tower -> id(array) -> outputs
     _outputs: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
 
     def outputs(self, X) -> np.ndarray:
-        """(samples, towers, outputs) for `X`, computed once per array for all towers."""
+        """(samples, towers, outputs) for `X` at the end of training, computed once per array."""
         if id(X) not in self._outputs:
-            self._outputs[id(X)] = (X, self.model.predict(np.asarray(X, dtype="float32"), batch_size=PREDICT_BATCH, verbose=0))
+            self._outputs[id(X)] = (X, predict_towers(self.model, X))
         return self._outputs[id(X)][1]
 
     def view(self, tower: int):
         """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers."""
-        return fitted_view(lambda X: self.outputs(X)[:, tower, :], self.task, self.classes)
+        def outputs(X):
+            snapshot = self.snapshots.get(tower, {}).get(id(X))
+            return snapshot if snapshot is not None else self.outputs(X)[:, tower, :]
+
+        return fitted_view(outputs, self.task, self.classes)
+
+
+def predict_towers(model, X) -> np.ndarray:
+    """(samples, towers, outputs) of a fused model, in big batches."""
+    return model.predict(np.asarray(X, dtype="float32"), batch_size=PREDICT_BATCH, verbose=0)
 
 
 def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.ndarray | None):
@@ -183,19 +196,25 @@ def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.nda
 
 
 def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Sequence[OptimizerSpec],
-               schedules: Sequence[ScheduleSpec] | None = None, epochs: int, batch_size: int,
+               schedules: Sequence[ScheduleSpec] | None = None, epochs: int | Sequence[int], batch_size: int,
                validation_split: float = 0.0, shuffle: bool = True, steps_per_execution: int = 1,
                seed: int | None = None, seeding: Seeding | None = None, callbacks: Sequence = (),
-               cache: ModelCache | None = None) -> FittedTowers:
+               cache: ModelCache | None = None, score_on: Sequence[np.ndarray] = ()) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
-    settings `optimizers[t]` (one kind for all) and epoch schedule `schedules[t]`.
+    settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]` and `epochs[t]`
+    epochs (one number: all alike).
+
+    Epochs are a shared prefix: the program runs for the most epochs, and a tower with fewer is
+    scored from its outputs on `score_on` when its last epoch ended, its history cut there.
+    That is the candidate trained alone for its epochs: a solo fit of e epochs draws the same
+    batches, dropout masks and rates in its e epochs as a longer one does in its first e.
 
     Labels are encoded as scikeras encodes them (sorted classes -> 0..n-1); the model is built and
     trained under `seeding(seed)`, the seeding of a solo fit. With `cache`, the last fused model of
     the same shapes and optimizer kind is reused (no retracing) and towers' initial states are
     drawn once per seed.
     """
-    from .tower_layers import TowerSchedules
+    from .tower_layers import EpochSnapshots, TowerSchedules
 
     kinds = {spec.name for spec in optimizers}
     if len(kinds) != 1 or len(optimizers) != len(towers):
@@ -221,10 +240,15 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     set_initial_state(model, states)
     schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
                                in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
+    tower_epochs = [epochs] * len(towers) if isinstance(epochs, int) else list(epochs)
+    snapshots = EpochSnapshots(tower_epochs, score_on)
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
-        history = model.fit(X, targets, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
-                            shuffle=shuffle, callbacks=[schedule, *callbacks], verbose=0)
-    return FittedTowers(model, tower_histories(history.history, len(towers), task), task, classes)
+        history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs),
+                            validation_split=validation_split, shuffle=shuffle,
+                            callbacks=[schedule, snapshots, *callbacks], verbose=0)
+    histories = [{name: values[:tower_epochs[t]] for name, values in tower.items()}
+                 for t, tower in enumerate(tower_histories(history.history, len(towers), task))]
+    return FittedTowers(model, histories, task, classes, snapshots.taken)
 
 
 def epoch_schedule(schedule: ScheduleSpec, optimizer: OptimizerSpec) -> Callable[[int], float] | None:

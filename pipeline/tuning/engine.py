@@ -2,8 +2,8 @@
 
 A *job* is one fold of a group of candidates. Candidates that may differ in the network
 (initializer, widths, activation, dropout, L1/L2), the optimizer's settings (learning rate,
-decay, momentum, Nesterov, rho, betas, epsilon) and the epoch schedule, and share everything
-else (network depth, optimizer kind, batch size, epochs, seed) form a group, trained as towers
+decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule and the number of epochs,
+and share everything else (network depth, optimizer kind, batch size, seed) form a group, trained as towers
 of one program (see `pipeline.training.towers`), at most `max_towers` at a time; every other
 candidate is a job of one, trained alone. Candidates with early stopping or checkpoints act per
 fit, so they train alone.
@@ -42,8 +42,8 @@ class Job:
         return len(self.candidates)
 
 
-# Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind)
-# and the epoch schedule; everything else (batch size, epochs, callbacks, seed) is shared.
+# Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
+# the epoch schedule and the epochs (a shared prefix); the rest (batch size, callbacks, seed) is shared.
 PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix)
 
 
@@ -55,7 +55,7 @@ def group_key(params: dict[str, Any]) -> str | None:
     if OPTIMIZER.build(params).decay and SCHEDULE.build(params).name != "none":
         return None
     plain = hyperparameters(params)
-    shared = {k: v for k, v in plain.items() if not k.startswith(PER_TOWER_PREFIXES)}
+    shared = {k: v for k, v in plain.items() if not k.startswith(PER_TOWER_PREFIXES) and k != "epochs"}
     shared["depth"] = len(NETWORK.build(params).hidden_layers)
     return params_key(shared)
 
@@ -113,9 +113,10 @@ def _train_fused(job: Job, X_train, y_train, X_test, y_test, scorer, context) ->
     fitted = fit_towers(
         [NETWORK.build(p) for p in each], X_train, y_train,
         task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
-        epochs=first.epochs, batch_size=first.batch_size, validation_split=first.validation_split or 0.0,
-        shuffle=first.shuffle, steps_per_execution=first.steps_per_execution,
-        seed=first.random_state, seeding=seeding, callbacks=[StopOnRequest(context.stop)], cache=context.models,
+        epochs=[c.epochs for c in job.candidates], batch_size=first.batch_size,
+        validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
+        steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
+        callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"fold": job.fold, "members": job.keys}), "towers": job.size}

@@ -93,6 +93,35 @@ def test_fused_towers_are_the_candidates_trained_alone(digits, settings, shuffle
                                        err_msg=f"tower {t}: {name}")
 
 
+def test_towers_with_fewer_epochs_are_the_candidates_trained_for_those_epochs(digits):
+    """Epochs as a shared prefix: one program runs 4 epochs; the towers of 2 and 3 epochs are
+    scored from their outputs when their last epoch ended and their histories end there, equal
+    to the same candidates trained alone for 2 and 3 epochs (dropout and time decay included)."""
+    from pipeline.training.towers import fit_towers
+    from pipeline.tuning.estimator import seeding
+
+    X, y = digits
+    X_test = X[:100]
+    epochs = [2, 4, 3]
+    optimizers = SETTINGS["sgd"]
+    fit = dict(batch_size=32, validation_split=0.1, shuffle=True)
+    fused = fit_towers([NetworkSpec(**t) for t in TOWERS], X, y, task="classification", optimizers=optimizers,
+                       epochs=epochs, seed=5, seeding=seeding, score_on=(X_test,), **fit)
+    assert sorted(fused.snapshots) == [0, 2]
+    for t, spec in enumerate(TOWERS):
+        from pipeline.spec.vocabulary import OPTIMIZER
+        from pipeline.tuning.estimator import PipelineClassifier
+
+        solo = PipelineClassifier(random_state=5, epochs=epochs[t], **OPTIMIZER.params(optimizers[t]),
+                                  **{f"model__{k}": v for k, v in spec.items()}, **fit).fit(X, y)
+        assert {name: len(values) for name, values in fused.histories[t].items()} == \
+            {name: epochs[t] for name in solo.history_}
+        for name, values in solo.history_.items():
+            np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+        np.testing.assert_allclose(fused.view(t).predict_proba(X_test), solo.model_.predict(X_test, verbose=0),
+                                   atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+
+
 def test_each_tower_starts_as_its_own_two_dimensional_layer():
     """A stacked (towers, in, out) kernel must not be initialised as one tensor (wrong fan-in/out):
     tower slices equal the candidate's own initial weights and have He's spread sqrt(2 / 784)."""
@@ -116,16 +145,17 @@ def _search(tmp_path, name, **execution):
     from pipeline.search import main
 
     config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution, search={
-        "strategy": "grid", "params": {"model__init_mode": ["he_normal", "zeros"], "model__hidden_layers": [[16], [8]],
-                                       "optimizer__learning_rate": [0.01, 0.003]}})
+        "strategy": "grid", "params": [{"model__init_mode": ["he_normal", "zeros"], "model__hidden_layers": [[16], [8]],
+                                        "optimizer__learning_rate": [0.01, 0.003]},
+                                       {"model__init_mode": ["he_normal"], "epochs": [1]}]})
     assert run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet"]) == 0
     (run_dir,) = (tmp_path / name).iterdir()
     return run_dir
 
 
 def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
-    """The same grid (initializers, widths and learning rates: one program per fold) with fusing on
-    and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
+    """The same grid (initializers, widths, learning rates and a 1-epoch candidate: one program
+    per fold) with fusing on and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
     run.json."""
     fused_dir = _search(tmp_path, "fused")
     alone_dir = _search(tmp_path, "alone", fuse=False)
@@ -133,12 +163,13 @@ def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
     for column in ("fold0_test_score", "fold1_test_score", "mean_train_score"):
         np.testing.assert_allclose(fused[column], alone[column], atol=1e-9)
     assert fused.loc[fused["model__init_mode"] == "zeros", "mean_test_score"].max() < 0.2
-    assert (fused["fused_towers"] == 8).all() and (alone["fused_towers"] == 0).all()
+    assert (fused["fused_towers"] == 9).all() and (alone["fused_towers"] == 0).all()
     records = [json.loads(line) for line in (fused_dir / "journal.jsonl").read_text().splitlines()]
-    assert len(records) == 8 * 2 and len({(r["key"], r["fold"]) for r in records}) == 16
-    assert {r["trainer"]["fused"]["towers"] for r in records} == {8} and all(r["history"]["loss"] for r in records)
+    assert len(records) == 9 * 2 and len({(r["key"], r["fold"]) for r in records}) == 18
+    assert {r["trainer"]["fused"]["towers"] for r in records} == {9} and all(r["history"]["loss"] for r in records)
+    assert sorted({len(r["history"]["loss"]) for r in records}) == [1, 2]  # the 1-epoch candidate: a prefix
     run = json.loads((fused_dir / "run.json").read_text())
-    assert run["fused_candidates"] == list(range(8))
+    assert run["fused_candidates"] == list(range(9))
     assert json.loads((alone_dir / "run.json").read_text())["fused_candidates"] == []
 
 
