@@ -270,20 +270,70 @@ class TowerSchedules(keras.callbacks.Callback):
             logs.update({f"learning_rate_{t}": rate for t, rate in enumerate(self._rates)})
 
 
-class EpochSnapshots(keras.callbacks.Callback):
-    """Epochs as a shared prefix: when a tower's last epoch ends before the program's, its outputs
-    on the arrays to score are kept (`taken[tower][id(array)]`), as its solo fit would end there."""
+class TowerView:
+    """What one tower's own Keras `EarlyStopping` sees as its model: the tower's weights (cut from
+    and written back into its slices of the fused model) and a stop flag of its own."""
 
-    def __init__(self, tower_epochs, arrays):
+    metrics: list = []
+
+    def __init__(self, model, towers, tower: int):
+        self.fused, self.towers, self.tower = model, towers, tower
+        self.stop_training = False
+
+    def get_weights(self):
+        from .towers import tower_weights
+
+        return tower_weights(self.fused, self.towers)[self.tower]
+
+    def set_weights(self, weights):
+        from .towers import set_tower_weights
+
+        set_tower_weights(self.fused, self.towers, self.tower, weights)
+
+
+class TowerEndings(keras.callbacks.Callback):
+    """Where each tower's solo fit would end: after its own number of epochs (epochs as a shared
+    prefix) or when its own EarlyStopping stops it (Keras' callback, run on the tower's logs
+    through a `TowerView`, restoring the tower's best weights as it would). Then its outputs on
+    the arrays to score are kept (`taken[tower][id(array)]`) and `ended[tower]` is the epoch
+    count its history is cut at; once every tower has ended, the program stops."""
+
+    def __init__(self, towers, tower_epochs, early_stopping, arrays):
         super().__init__()
-        self.tower_epochs, self.arrays = list(tower_epochs), list(arrays)
+        self.towers, self.tower_epochs, self.arrays = list(towers), list(tower_epochs), list(arrays)
+        self.early_stopping = list(early_stopping)  # per tower: an EarlyStoppingSpec, or None
         self.taken: dict[int, dict[int, np.ndarray]] = {}
+        self.ended: dict[int, int] = {}
+
+    def on_train_begin(self, logs=None):
+        self.stoppers = {}
+        for t, spec in enumerate(self.early_stopping):
+            if spec is not None and spec.enabled:
+                stopper = keras.callbacks.EarlyStopping(mode="max" if "accuracy" in spec.monitor else "min",
+                                                        **spec.kwargs())
+                stopper.set_model(TowerView(self.model, self.towers, t))
+                stopper.on_train_begin()
+                self.stoppers[t] = stopper
 
     def on_epoch_end(self, epoch, logs=None):
         from .towers import predict_towers
 
-        ending = [t for t, last in enumerate(self.tower_epochs) if last == epoch + 1 < max(self.tower_epochs)]
+        ending = []
+        for t, last in enumerate(self.tower_epochs):
+            if t in self.ended:
+                continue
+            stopper = self.stoppers.get(t)
+            if stopper is not None:
+                stopper.on_epoch_end(epoch, {name.rsplit("_", 1)[0]: value for name, value in (logs or {}).items()
+                                             if name.endswith(f"_{t}")})
+            if epoch + 1 == last or (stopper is not None and stopper.model.stop_training):
+                if stopper is not None:
+                    stopper.on_train_end()  # restores the tower's best weights, as Keras does
+                ending.append(t)
+                self.ended[t] = epoch + 1
         if ending:
             outputs = {id(array): predict_towers(self.model, array) for array in self.arrays}
             for t in ending:
                 self.taken[t] = {key: value[:, t, :] for key, value in outputs.items()}
+        if len(self.ended) == len(self.towers):
+            self.model.stop_training = True

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..spec.vocabulary import NetworkSpec, OptimizerSpec, ScheduleSpec
+from ..spec.vocabulary import EarlyStoppingSpec, NetworkSpec, OptimizerSpec, ScheduleSpec
 from .context import ModelCache
 from .factory import build_model
 from .schedules import schedule_function
@@ -113,15 +113,27 @@ def set_initial_state(model, states: Sequence[InitialState]) -> None:
         kernel = np.zeros(layer.kernel.shape, dtype="float32")
         bias = np.zeros(layer.bias.shape, dtype="float32")
         for t, state in enumerate(states):
-            w, b = state.weights[2 * layer_index], state.weights[2 * layer_index + 1]
-            rows, cols = w.shape
-            if layer.shared_input:
-                kernel[:rows, t, :cols] = w
-            else:
-                kernel[t, :rows, :cols] = w
-            bias[t, : b.shape[0]] = b
+            _write_slice(layer, kernel, bias, t, state.weights[2 * layer_index], state.weights[2 * layer_index + 1])
         layer.kernel.assign(kernel)
         layer.bias.assign(bias)
+
+
+def set_tower_weights(model, towers: Sequence[NetworkSpec], tower: int, weights: list[np.ndarray]) -> None:
+    """Write one tower's weights (in its solo model's `get_weights()` order) into its slices."""
+    for layer_index, layer in enumerate(dense_layers(model)):
+        kernel, bias = np.array(layer.kernel), np.array(layer.bias)
+        _write_slice(layer, kernel, bias, tower, weights[2 * layer_index], weights[2 * layer_index + 1])
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+
+
+def _write_slice(layer, kernel: np.ndarray, bias: np.ndarray, tower: int, w: np.ndarray, b: np.ndarray) -> None:
+    rows, cols = w.shape
+    if layer.shared_input:
+        kernel[:rows, tower, :cols] = w
+    else:
+        kernel[tower, :rows, :cols] = w
+    bias[tower, : b.shape[0]] = b
 
 
 def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]]:
@@ -197,24 +209,26 @@ def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.nda
 
 def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Sequence[OptimizerSpec],
                schedules: Sequence[ScheduleSpec] | None = None, epochs: int | Sequence[int], batch_size: int,
-               validation_split: float = 0.0, shuffle: bool = True, steps_per_execution: int = 1,
-               seed: int | None = None, seeding: Seeding | None = None, callbacks: Sequence = (),
-               cache: ModelCache | None = None, score_on: Sequence[np.ndarray] = ()) -> FittedTowers:
+               early_stopping: Sequence[EarlyStoppingSpec | None] | None = None, validation_split: float = 0.0,
+               shuffle: bool = True, steps_per_execution: int = 1, seed: int | None = None,
+               seeding: Seeding | None = None, callbacks: Sequence = (), cache: ModelCache | None = None,
+               score_on: Sequence[np.ndarray] = ()) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
-    settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]` and `epochs[t]`
-    epochs (one number: all alike).
+    settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
+    epochs (one number: all alike) and early stopping `early_stopping[t]`.
 
-    Epochs are a shared prefix: the program runs for the most epochs, and a tower with fewer is
-    scored from its outputs on `score_on` when its last epoch ended, its history cut there.
-    That is the candidate trained alone for its epochs: a solo fit of e epochs draws the same
-    batches, dropout masks and rates in its e epochs as a longer one does in its first e.
+    A tower ends where its solo fit would: after its epochs (epochs are a shared prefix: a solo
+    fit of e epochs draws the same batches, dropout masks and rates in its e epochs as a longer
+    one does in its first e) or when its own EarlyStopping stops it (best weights restored if
+    asked). It is then scored from its outputs on `score_on` at that point, its history cut
+    there; the program runs until every tower has ended.
 
     Labels are encoded as scikeras encodes them (sorted classes -> 0..n-1); the model is built and
     trained under `seeding(seed)`, the seeding of a solo fit. With `cache`, the last fused model of
     the same shapes and optimizer kind is reused (no retracing) and towers' initial states are
     drawn once per seed.
     """
-    from .tower_layers import EpochSnapshots, TowerSchedules
+    from .tower_layers import TowerEndings, TowerSchedules
 
     kinds = {spec.name for spec in optimizers}
     if len(kinds) != 1 or len(optimizers) != len(towers):
@@ -241,14 +255,14 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
                                in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
     tower_epochs = [epochs] * len(towers) if isinstance(epochs, int) else list(epochs)
-    snapshots = EpochSnapshots(tower_epochs, score_on)
+    endings = TowerEndings(towers, tower_epochs, early_stopping or [None] * len(towers), score_on)
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
         history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs),
                             validation_split=validation_split, shuffle=shuffle,
-                            callbacks=[schedule, snapshots, *callbacks], verbose=0)
-    histories = [{name: values[:tower_epochs[t]] for name, values in tower.items()}
+                            callbacks=[schedule, endings, *callbacks], verbose=0)
+    histories = [{name: values[:endings.ended.get(t, len(values))] for name, values in tower.items()}
                  for t, tower in enumerate(tower_histories(history.history, len(towers), task))]
-    return FittedTowers(model, histories, task, classes, snapshots.taken)
+    return FittedTowers(model, histories, task, classes, endings.taken)
 
 
 def epoch_schedule(schedule: ScheduleSpec, optimizer: OptimizerSpec) -> Callable[[int], float] | None:

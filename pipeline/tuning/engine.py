@@ -2,11 +2,11 @@
 
 A *job* is one fold of a group of candidates. Candidates that may differ in the network
 (initializer, widths, activation, dropout, L1/L2), the optimizer's settings (learning rate,
-decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule and the number of epochs,
-and share everything else (network depth, optimizer kind, batch size, seed) form a group, trained as towers
-of one program (see `pipeline.training.towers`), at most `max_towers` at a time; every other
-candidate is a job of one, trained alone. Candidates with early stopping or checkpoints act per
-fit, so they train alone.
+decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule, the number of epochs and
+early stopping, and share everything else (network depth, optimizer kind, batch size, seed),
+form a group, trained as towers of one program (see `pipeline.training.towers`), at most
+`max_towers` at a time; every other candidate is a job of one, trained alone. Candidates with
+checkpoints write their fit's own file, so they train alone.
 
 `train_job` returns one `FitRecord` per candidate, the same record however it trained. It
 raises only infrastructure errors (memory, disk, the stop request): the candidate's own
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec.vocabulary import NETWORK, OPTIMIZER, SCHEDULE
+from ..spec.vocabulary import EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
 from ..training.single import divergence
 from .records import FitRecord, candidate_key, fold_key, hyperparameters, is_infrastructure, params_key
 
@@ -43,14 +43,15 @@ class Job:
 
 
 # Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
-# the epoch schedule and the epochs (a shared prefix); the rest (batch size, callbacks, seed) is shared.
-PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix)
+# the epoch schedule, the epochs (a shared prefix) and early stopping; the rest (batch size,
+# checkpoints, seed) is shared.
+PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix)
 
 
 def group_key(params: dict[str, Any]) -> str | None:
     """What candidates must share to train as one program, or None when this candidate must
-    train alone (early stopping and checkpoints act per fit; decay with a schedule fails alone)."""
-    if params.get("early_stopping") or params.get("checkpoint"):
+    train alone (a checkpoint writes its fit's own file; decay with a schedule fails alone)."""
+    if params.get("checkpoint"):
         return None
     if OPTIMIZER.build(params).decay and SCHEDULE.build(params).name != "none":
         return None
@@ -113,7 +114,8 @@ def _train_fused(job: Job, X_train, y_train, X_test, y_test, scorer, context) ->
     fitted = fit_towers(
         [NETWORK.build(p) for p in each], X_train, y_train,
         task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
-        epochs=[c.epochs for c in job.candidates], batch_size=first.batch_size,
+        epochs=[c.epochs for c in job.candidates], early_stopping=[EARLY_STOPPING.build(p) for p in each],
+        batch_size=first.batch_size,
         validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
         steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
         callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),

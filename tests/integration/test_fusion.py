@@ -122,6 +122,40 @@ def test_towers_with_fewer_epochs_are_the_candidates_trained_for_those_epochs(di
                                    atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
 
 
+@pytest.mark.parametrize("restore", [True, False], ids=["restore-best", "keep-last"])
+def test_each_tower_stops_early_where_its_solo_fit_stops(digits, restore):
+    """Per-tower EarlyStopping (Keras' own, on each tower's logs): towers with different monitors
+    and patience stop where their solo fits stop (histories cut there), a tower restores its best
+    weights as the solo fit does, and a tower without early stopping runs all epochs."""
+    from pipeline.spec.vocabulary import EARLY_STOPPING, OPTIMIZER, EarlyStoppingSpec
+    from pipeline.training.towers import fit_towers
+    from pipeline.tuning.estimator import PipelineClassifier, seeding
+
+    X, y = digits
+    X_test = X[:100]
+    optimizers = [OptimizerSpec(name="sgd", learning_rate=0.1, momentum=0.5)] * 3
+    stopping = [EarlyStoppingSpec(enabled=True, monitor="val_loss", patience=0, restore_best_weights=restore),
+                EarlyStoppingSpec(enabled=True, monitor="val_accuracy", patience=1, min_delta=0.01,
+                                  restore_best_weights=restore),
+                None]
+    fit = dict(epochs=8, batch_size=32, validation_split=0.2, shuffle=True)
+    fused = fit_towers([NetworkSpec(**t) for t in TOWERS], X, y, task="classification", optimizers=optimizers,
+                       early_stopping=stopping, seed=5, seeding=seeding, score_on=(X_test,), **fit)
+    lengths = []
+    for t, spec in enumerate(TOWERS):
+        solo = PipelineClassifier(random_state=5, **OPTIMIZER.params(optimizers[t]),
+                                  **EARLY_STOPPING.params(stopping[t] or EarlyStoppingSpec()),
+                                  **{f"model__{k}": v for k, v in spec.items()}, **fit).fit(X, y)
+        lengths.append(len(solo.history_["loss"]))
+        assert {name: len(values) for name, values in fused.histories[t].items()} == \
+            {name: len(values) for name, values in solo.history_.items()}
+        for name, values in solo.history_.items():
+            np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+        np.testing.assert_allclose(fused.view(t).predict_proba(X_test), solo.model_.predict(X_test, verbose=0),
+                                   atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+    assert min(lengths) < 8 and lengths[2] == 8, lengths  # some tower really stopped early
+
+
 def test_each_tower_starts_as_its_own_two_dimensional_layer():
     """A stacked (towers, in, out) kernel must not be initialised as one tensor (wrong fan-in/out):
     tower slices equal the candidate's own initial weights and have He's spread sqrt(2 / 784)."""
@@ -144,7 +178,8 @@ def test_each_tower_starts_as_its_own_two_dimensional_layer():
 def _search(tmp_path, name, **execution):
     from pipeline.search import main
 
-    config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution, search={
+    config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution,
+                          callbacks={"early_stopping": {"enabled": True, "patience": 0}}, search={
         "strategy": "grid", "params": [{"model__init_mode": ["he_normal", "zeros"], "model__hidden_layers": [[16], [8]],
                                         "optimizer__learning_rate": [0.01, 0.003]},
                                        {"model__init_mode": ["he_normal"], "epochs": [1]}]})
@@ -154,8 +189,8 @@ def _search(tmp_path, name, **execution):
 
 
 def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
-    """The same grid (initializers, widths, learning rates and a 1-epoch candidate: one program
-    per fold) with fusing on and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
+    """The same grid (initializers, widths, learning rates and a 1-epoch candidate, with early
+    stopping: one program per fold) with fusing on and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
     run.json."""
     fused_dir = _search(tmp_path, "fused")
     alone_dir = _search(tmp_path, "alone", fuse=False)
