@@ -274,7 +274,7 @@ class TowerView:
     """What one tower's own Keras `EarlyStopping` sees as its model: the tower's weights (cut from
     and written back into its slices of the fused model) and a stop flag of its own."""
 
-    metrics: list = []
+    metrics: tuple = ()  # EarlyStopping is given its mode, so it never looks for metric directions
 
     def __init__(self, model, towers, tower: int):
         self.fused, self.towers, self.tower = model, towers, tower
