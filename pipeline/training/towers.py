@@ -246,9 +246,9 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
               for tower in towers]
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
     kind = kinds.pop()
-    model, reused = cache.fused((shapes, X.shape[1], n_outputs, task, kind, steps_per_execution),
-                                lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=kind,
-                                                          steps_per_execution=steps_per_execution))
+    model, _ = cache.fused((shapes, X.shape[1], n_outputs, task, kind, steps_per_execution),
+                           lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=kind,
+                                                     steps_per_execution=steps_per_execution))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
     set_initial_state(model, states)
