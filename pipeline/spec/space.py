@@ -48,9 +48,10 @@ def check_search_space(config: ExperimentConfig) -> None:
                 raise ValueError(f"{where}: '{name}' is the halving resource (search.resource), so it cannot "
                                  "also be searched; remove it or set search.resource: n_samples")
         _check_families_apply(config, grid)
-    fits = first_round_candidates(config) * config.cv.folds
+    candidates = first_round_candidates(config)
+    fits = candidates * config.cv.folds
     if fits > config.search.max_fits:
-        raise ValueError(f"search: {first_round_candidates(config):,} candidates x {config.cv.folds} folds = {fits:,} fits, "
+        raise ValueError(f"search: {candidates:,} candidates x {config.cv.folds} folds = {fits:,} fits, "
                          f"more than search.max_fits ({config.search.max_fits:,}); shrink the space, or raise "
                          "search.max_fits if you mean it")
 
