@@ -103,7 +103,7 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
     """Run the search in this process and print the tutorial-style summary."""
     from ..tuning.lifecycle import mark_run
     from ..tuning.run import run_search
-    from ..tuning.session import EveryCandidateFailed, InfrastructureStop, SearchAborted
+    from ..tuning.session import InfrastructureStop, SearchAborted
 
     resume = f"python -m pipeline.search --resume {run_dir}"
     try:
@@ -117,9 +117,6 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
         mark_run(run_dir, "aborted", reason=str(error))
         print(f"error: search aborted: {error}; fix the config (or raise execution.max_consecutive_failures) "
               "and start a new run", file=sys.stderr)
-        return EXIT_FAILED
-    except EveryCandidateFailed as error:
-        print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
     except InfrastructureStop as error:
         return _stopped(run_dir, f"{error}; fix the cause, then continue with: {resume}")

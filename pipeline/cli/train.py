@@ -25,19 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import sys
-
-    from ..core.errors import EXIT_FAILED
-    from ..training.single import TrainingDiverged, train_model
+    from ..training.single import train_model
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config, cli_overrides(args))
     dataset = load_dataset(config.data, config.seed)
-    try:
-        result = train_model(config, dataset, verbose=0 if args.quiet else 2)
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+    result = train_model(config, dataset, verbose=0 if args.quiet else 2)  # divergence: RunFailed, exit 1
     scores = ", ".join(f"{name.removeprefix('test_')} {value:.4f}" for name, value in result.items()
                        if name.startswith("test_"))
     print(f"run folder: {result['run_dir']}")

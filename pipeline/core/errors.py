@@ -3,7 +3,8 @@
 Every bad input (config, data file, model folder, image) raises `PipelineError` with a
 message naming the problem and the fix. Command-line entry points run through `run_cli`,
 which prints that message as a single line and exits with code 2: no traceback. A full
-disk or a folder that cannot be written is reported the same way (`storage_problem`).
+disk or a folder that cannot be written is reported the same way (`storage_problem`); a run
+that failed for its own settings (`RunFailed`) is one line with exit code 1.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ EXIT_INTERRUPTED = 130
 
 class PipelineError(Exception):
     """A problem the user can fix: bad config, missing or corrupt file, wrong image shape."""
+
+
+class RunFailed(RuntimeError):
+    """A run that ended without a result because of its own settings (training diverged, every
+    candidate failed), recorded in its folder: one line and exit code 1 (`run_cli`)."""
 
 
 # Storage conditions a user fixes outside the program, with the fix to print.
@@ -47,12 +53,16 @@ def storage_problem(error: BaseException) -> str | None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a CLI `main`, turning `PipelineError` into one line on stderr and exit code 2."""
+    """Run a CLI `main`, turning `PipelineError` (and storage errors) into one line on stderr and
+    exit code 2, `RunFailed` into one line and exit code 1."""
     try:
         return main(argv)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as error:
         problem = storage_problem(error)
         if problem is None:

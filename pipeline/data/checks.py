@@ -2,9 +2,8 @@
 
 A model trained on NaN pixels, on one class, or on labels truncated from floats still
 "works" and reports a score; these checks turn each such case into a `PipelineError` that
-names the array, the problem and the fix. `pixel_scale` is the one place that decides
-whether pixels are raw 0-255 values or already scaled to [0, 1] (training and prediction
-both ask it).
+names the array, the problem and the fix. `already_scaled` is the one rule for whether
+pixels are raw values or already scaled to [0, 1] (training data and prediction inputs alike).
 """
 
 from __future__ import annotations
@@ -30,15 +29,18 @@ def check_features(where: str, name: str, x: np.ndarray) -> None:
                             f"(first: sample {int(np.flatnonzero(bad)[0])}); fill or drop them")
 
 
+def already_scaled(x: np.ndarray) -> bool:
+    """Floats in [0, 1]: pixels someone already divided by their scale (integers never are)."""
+    return np.issubdtype(x.dtype, np.floating) and x.size > 0 and float(x.max()) <= 1
+
+
 def pixel_scale(where: str, name: str, x: np.ndarray) -> float:
     """255.0 for raw pixels (integers, or floats above 1), 1.0 for floats already in [0, 1]."""
     low, high = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     if low < 0 or high > 255:
         raise PipelineError(f"{where}: {name} values range from {low:g} to {high:g}; give pixels in 0-255 "
                             "(or floats scaled to 0-1)")
-    if np.issubdtype(x.dtype, np.floating) and high <= 1:
-        return 1.0
-    return 255.0
+    return 1.0 if already_scaled(x) else 255.0
 
 
 def class_labels(where: str, name: str, y: np.ndarray) -> np.ndarray:

@@ -128,7 +128,6 @@ def report_blocks(run: RunFiles) -> list[Block]:
     else:
         blocks += _best_model(info)
     if run.confusion is not None:
-
         blocks.append(Table(run.confusion.rename_axis("true \\ predicted").reset_index()))
         blocks.append(_plot(run, "confusion", "Confusion matrix of the test split", plots.plot_confusion(run.confusion)))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..core.files import write_json_atomic, write_text_atomic
-from ..data.checks import check_features
+from ..data.checks import already_scaled, check_features
 
 ARCHITECTURE, WEIGHTS, NATIVE, METADATA = "model.json", "model.weights.h5", "model.keras", "metadata.json"
 ALLOWED_LAYERS = frozenset({"Sequential", "InputLayer", "Dense", "Dropout"})
@@ -104,10 +104,9 @@ class LoadedModel:
         return 1.0 if self.already_scaled(images) else scale
 
     def already_scaled(self, images: np.ndarray) -> bool:
-        """Float pixels in [0, 1] for a model whose raw pixels were integers: the caller scaled them."""
+        """Float pixels in [0, 1] for a model whose raw pixels were not: the caller scaled them."""
         scale = self.metadata["preprocessing"].get("scale", 1.0)
-        return (not isinstance(scale, list) and scale != 1.0 and np.issubdtype(images.dtype, np.floating)
-                and images.size > 0 and float(images.max()) <= 1)
+        return not isinstance(scale, list) and scale != 1.0 and already_scaled(images)
 
     def predict_proba(self, images) -> np.ndarray:
         return self.keras_model.predict(self.prepare(images), verbose=0, batch_size=1024)

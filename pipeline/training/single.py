@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.errors import RunFailed
 from ..core.files import create_run_dir, library_versions, utc_now, write_json_atomic, write_text_atomic
 from ..data import Dataset
 from ..data.datasets import split_validation
@@ -106,7 +107,7 @@ def train_model(config: ExperimentConfig, dataset: Dataset, verbose: int = 0) ->
     return summary
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(RunFailed):
     """The loss blew up: a candidate failure in a search, a failed run of `pipeline.train`."""
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import RunFailed
 from .engine import plan_jobs
 from .records import InfrastructureFailure, resident_mb
 from .store import JOURNAL_NAME, FitStore, log_incident
@@ -28,7 +29,7 @@ class SearchAborted(BaseException):
     `except Exception` lets it through and the run stops."""
 
 
-class EveryCandidateFailed(Exception):
+class EveryCandidateFailed(RunFailed):
     """The search finished but no candidate has a score: the run is recorded as failed, with its report."""
 
 
