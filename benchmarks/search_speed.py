@@ -1,16 +1,18 @@
-"""Side-by-side benchmark: plain scikeras GridSearchCV vs `python -m pipeline.search`, same grid.
+"""Side-by-side benchmark: a plain scikeras + scikit-learn search vs `python -m pipeline.search`,
+the same candidates.
 
-Both run the seed tutorial's initializer grid (8 initializers x 3 folds + refit, 10 epochs,
-batch 128, 784-64-64-10 with Dropout 0.1, RMSprop) on the same data, folds and seed, each in a
-fresh process (imports and start-up included, as a user sees them), alternating `--repeats`
-times. Prints median wall time, the ratio, CPU time, peak RSS, fits per minute and every
-candidate's mean CV accuracy from both. Optional rows:
+For each config (default: init_grid, batch_epochs_init, random_sgd, halving), both searches run
+on the same data (the shipped MNIST sample), folds, seed, epochs, batch sizes, validation split
+and model, each in a fresh process (imports and start-up included, as a user sees them),
+alternating `--repeats` times; the plain side is `benchmarks/plain_search.py`. Prints per
+config the median wall time, the ratio, CPU time, peak memory of the process tree, fits, and
+every candidate's mean CV accuracy on both sides (halving: in the last round it reached).
+Optional rows:
 
-  --halving   the pipeline's successive halving (configs/halving.yaml) next to its full grid
-  --memory    peak RSS of a 100-fit search with the default settings
+  --memory    peak memory of a 100-fit search with the default settings
   --no-fuse   also time the pipeline with fusing off (execution.fuse=false)
 
-    python benchmarks/search_speed.py [--repeats 3] [--halving] [--memory] [--no-fuse]
+    python benchmarks/search_speed.py [--configs init_grid random_sgd] [--repeats 3] [--memory] [--no-fuse]
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 GRID = ROOT / "configs" / "init_grid.yaml"
 # The default grid on the shipped MNIST sample (what `mnist` falls back to offline), as the baseline sees it.
 SAME_DATA = ["--set", "data.name=mnist-sample"]
@@ -93,9 +96,10 @@ def _tree_memory_mb(root: int) -> float:
     return total
 
 
-def run_baseline(measurement: Measurement, work: Path) -> None:
+def run_baseline(measurement: Measurement, work: Path, config: Path) -> None:
     scores_path = work / "plain_scores.json"
-    wall, cpu, peak, _ = run_measured([sys.executable, "benchmarks/plain_gridsearch.py", str(scores_path)])
+    wall, cpu, peak, _ = run_measured([sys.executable, "benchmarks/plain_search.py", str(config), str(scores_path),
+                                       *SAME_DATA])
     found = json.loads(scores_path.read_text())
     _record(measurement, wall, cpu, peak, found["fits"], found["mean_test_score"], found["best"])
 
@@ -112,15 +116,26 @@ def run_search_cli(work: Path, config: Path, overrides: list[str]) -> tuple[Path
 
 
 def run_pipeline(measurement: Measurement, work: Path, config: Path, overrides: list[str]) -> None:
-    run_dir, fits, (wall, cpu, peak, _) = run_search_cli(work, config, overrides)
     import pandas as pd
 
-    results = pd.read_csv(run_dir / "results.csv")
-    if "iter" in results:  # halving: each candidate's score in the last round it reached
-        results = results.sort_values("iter").groupby("model__init_mode", as_index=False).last()
+    from plain_search import candidate_id
+
+    run_dir, fits, (wall, cpu, peak, _) = run_search_cli(work, config, overrides)
+    results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
     run = json.loads((run_dir / "run.json").read_text())
-    scores = dict(zip(results["model__init_mode"], results["mean_test_score"]))
-    _record(measurement, wall, cpu, peak, fits, scores, run["best_params"].get("model__init_mode", ""))
+    names = [name for name in results.columns if name in searched_names(config)]
+    if "iter" in results:  # halving: each candidate's score in the last round it reached
+        results = results.sort_values("iter").groupby(names, as_index=False).last()
+    scores = {candidate_id(dict(zip(names, row[:-1]))): float(row[-1])
+              for row in results[names + ["mean_test_score"]].itertuples(index=False)}
+    best = candidate_id({name: value for name, value in run["best_params"].items() if name in names})
+    _record(measurement, wall, cpu, peak, fits, scores, best)
+
+
+def searched_names(config: Path) -> set[str]:
+    from pipeline.spec.config import load_config
+
+    return {name for grid in load_config(config, SAME_DATA[1:], search=True).search.grids() for name in grid}
 
 
 def _record(measurement: Measurement, wall, cpu, peak, fits, scores, best) -> None:
@@ -131,21 +146,22 @@ def _record(measurement: Measurement, wall, cpu, peak, fits, scores, best) -> No
     print(f"  {measurement.name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {peak:.0f} MB peak, best {best}", flush=True)
 
 
-def print_table(rows: list[Measurement], reference: Measurement) -> None:
-    print(f"\n| run | median wall (s) | vs {reference.name} | CPU (s) | peak memory, all processes (MB) | fits | fits/min | best |")
-    print("|---|---|---|---|---|---|---|---|")
+def print_table(config: str, rows: list[Measurement], reference: Measurement) -> None:
+    print(f"\n{config}\n\n| run | median wall (s) | vs {reference.name} | CPU (s) | peak memory, all processes (MB) | "
+          "fits | fits/min |\n|---|---|---|---|---|---|---|")
     for row in rows:
         wall = row.median_wall()
         print(f"| {row.name} | {wall:.1f} ({', '.join(f'{w:.1f}' for w in row.wall)}) | "
               f"{reference.median_wall() / wall:.2f}x | {statistics.median(row.cpu):.1f} | {max(row.peak_mb):.0f} | "
-              f"{row.fits} | {row.fits / wall * 60:.1f} | {row.best} |")
-    full_grids = [row for row in rows if "halving" not in row.name]  # halving's scores are per round
-    print(f"\n| initializer | {' | '.join(row.name for row in rows)} | max difference of the full grids |")
-    print("|---|" + "---|" * (len(rows) + 1))
+              f"{row.fits} | {row.fits / wall * 60:.1f} |")
+    print(f"\n| candidate | {' | '.join(row.name for row in rows)} | largest difference |\n|---|" + "---|" * (len(rows) + 1))
     for name in reference.scores:
         values = [row.scores.get(name, float("nan")) for row in rows]
-        spread = max(abs(row.scores.get(name, float("nan")) - reference.scores[name]) for row in full_grids)
-        print(f"| {name} | {' | '.join(f'{v:.4f}' for v in values)} | {spread:.4f} |")
+        print(f"| `{name}` | {' | '.join(f'{v:.4f}' for v in values)} | "
+              f"{max(abs(v - reference.scores[name]) for v in values):.4f} |")
+    missing = [row.name for row in rows if set(row.scores) != set(reference.scores)]
+    print(f"\nsame candidates on every side: {'no: ' + ', '.join(missing) if missing else 'yes'}; best: "
+          + "; ".join(f"{row.name} `{row.best}`" for row in rows))
 
 
 def memory_row(work: Path) -> None:
@@ -161,26 +177,26 @@ def memory_row(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["init_grid", "batch_epochs_init", "random_sgd", "halving"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--halving", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--no-fuse", action="store_true")
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    plain, pipeline = Measurement("plain GridSearchCV"), Measurement("pipeline.search")
-    unfused, halving = Measurement("pipeline.search fuse=false"), Measurement("pipeline halving")
-    rows = [plain, pipeline] + ([unfused] if args.no_fuse else []) + ([halving] if args.halving else [])
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
-        for repeat in range(args.repeats):
-            print(f"round {repeat + 1}/{args.repeats}", flush=True)
-            run_baseline(plain, work)
-            run_pipeline(pipeline, work, GRID, [])
-            if args.no_fuse:
-                run_pipeline(unfused, work, GRID, ["--set", "execution.fuse=false"])
-            if args.halving:
-                run_pipeline(halving, work, ROOT / "configs" / "halving.yaml", [])
-        print_table(rows, plain)
+        for name in args.configs:
+            config = ROOT / "configs" / f"{name}.yaml"
+            plain, pipeline = Measurement("plain scikeras"), Measurement("pipeline.search")
+            unfused = Measurement("pipeline.search fuse=false")
+            rows = [plain, pipeline] + ([unfused] if args.no_fuse else [])
+            for repeat in range(args.repeats):
+                print(f"{name}: round {repeat + 1}/{args.repeats}", flush=True)
+                run_baseline(plain, work, config)
+                run_pipeline(pipeline, work, config, [])
+                if args.no_fuse:
+                    run_pipeline(unfused, work, config, ["--set", "execution.fuse=false"])
+            print_table(name, rows, plain)
         if args.memory:
             memory_row(work)
     return 0

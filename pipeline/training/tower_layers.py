@@ -12,36 +12,44 @@ from ..core.runtime import keras as _keras
 keras = _keras()
 
 
-def per_tower_loss(task: str, y_true, y_pred):
+def tower_targets(y_true, n_towers: int, folds: int):
+    """(batch, towers) each tower's target: `y_true` is (batch, folds) (or (batch, folds, 1) for
+    regression, so that Keras does not squeeze the outputs), and the towers are fold-major (the
+    first towers/folds towers train on fold 0, and so on)."""
+    return keras.ops.repeat(keras.ops.reshape(y_true, (-1, folds)), n_towers // folds, axis=1)
+
+
+def per_tower_loss(task: str, folds: int, y_true, y_pred):
     """(batch, towers) losses: cross-entropy (from the softmax's logits, as Keras does for one
     model) or mean squared error. `y_pred` is (batch, towers, outputs)."""
-    towers = y_pred.shape[1]
+    targets = tower_targets(y_true, y_pred.shape[1], folds)
     if task == "classification":
-        labels = keras.ops.repeat(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1, 1)), towers, axis=1)
-        return keras.losses.sparse_categorical_crossentropy(labels, y_pred)
-    target = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1, 1))
+        return keras.losses.sparse_categorical_crossentropy(keras.ops.cast(targets, "int32"), y_pred)
+    target = keras.ops.expand_dims(keras.ops.cast(targets, y_pred.dtype), -1)
     return keras.ops.mean(keras.ops.square(target - y_pred), axis=-1)
 
 
-def summed_loss(task: str):
+def summed_loss(task: str, folds: int):
     """Per sample: the towers' losses summed, so Keras' batch mean gives sum over towers of each
     tower's own batch-mean loss (and each tower its own gradient)."""
     def loss(y_true, y_pred):
-        return keras.ops.sum(per_tower_loss(task, y_true, y_pred), axis=1)
+        return keras.ops.sum(per_tower_loss(task, folds, y_true, y_pred), axis=1)
 
     return loss
 
 
-
 class TowerDense(keras.layers.Layer):
-    """T Dense layers side by side. The first takes the shared input (batch, in) and holds an
-    (in, T, out) kernel, used as one (in, T*out) matrix; later ones take (T, batch, in) and hold
-    (T, in, out) kernels (a batched product). The last returns (batch, T, out)."""
+    """T Dense layers side by side. The first takes the input (batch, F, in), F folds' samples
+    side by side, and holds an (F, in, C, out) kernel for the C = T/F towers of each fold, used
+    as one (in, C*out) matrix per fold; later ones take (T, batch, in) and hold (T, in, out)
+    kernels (a batched product). The last returns (batch, T, out). Towers are fold-major:
+    tower t = f*C + c."""
 
-    def __init__(self, towers, index, n_in, n_out, activations, output_activation, **kwargs):
+    def __init__(self, towers, index, n_in, n_out, activations, output_activation, folds=1, **kwargs):
         super().__init__(**kwargs)
         self.shared_input = index == 0
-        self.n_towers, self.n_in, self.n_out = len(towers), n_in, n_out
+        self.n_towers, self.n_in, self.n_out, self.folds = len(towers), n_in, n_out, folds
+        self.per_fold = self.n_towers // folds
         self.activations = activations
         self.output_activation = output_activation
         in_sizes = [n_in if index == 0 else t.hidden_layers[index - 1] for t in towers]
@@ -51,11 +59,29 @@ class TowerDense(keras.layers.Layer):
             mask = np.zeros((len(towers), n_in, n_out), dtype="float32")
             for t, (rows, cols) in enumerate(zip(in_sizes, out_sizes)):
                 mask[t, :rows, :cols] = 1.0
-            self.mask = mask.transpose(1, 0, 2) if self.shared_input else mask
+            self.mask = self.stacked(mask) if self.shared_input else mask
         self.penalties = np.array([[t.l1, t.l2, t.bias_l1, t.bias_l2] for t in towers], dtype="float32")
 
+    def stacked(self, per_tower: np.ndarray) -> np.ndarray:
+        """(T, in, out) per-tower matrices in the first layer's (F, in, C, out) layout."""
+        return per_tower.reshape(self.folds, self.per_fold, self.n_in, self.n_out).transpose(0, 2, 1, 3)
+
+    def tower_shape(self, variable) -> tuple[int, ...]:
+        """The shape a (T,) per-tower vector takes to broadcast over `variable` (kernel or bias)."""
+        if variable is self.kernel and self.shared_input:
+            return (self.folds, 1, self.per_fold, 1)
+        return (self.n_towers,) + (1,) * (len(variable.shape) - 1)
+
+    def tower_slice(self, tower: int, rows: int, cols: int) -> tuple:
+        """Where tower `tower`'s (rows, cols) kernel lives in this layer's kernel."""
+        if self.shared_input:
+            fold, member = divmod(tower, self.per_fold)
+            return fold, slice(0, rows), member, slice(0, cols)
+        return tower, slice(0, rows), slice(0, cols)
+
     def build(self, input_shape):
-        shape = (self.n_in, self.n_towers, self.n_out) if self.shared_input else (self.n_towers, self.n_in, self.n_out)
+        shape = (self.folds, self.n_in, self.per_fold, self.n_out) if self.shared_input \
+            else (self.n_towers, self.n_in, self.n_out)
         penalised = self.penalties.any()  # the regularizer puts each tower's penalty into the training loss
         self.kernel = self.add_weight(shape=shape, initializer="zeros", name="kernel",
                                       regularizer=self._record_penalty if penalised else None)
@@ -72,8 +98,12 @@ class TowerDense(keras.layers.Layer):
     def kernel_penalty(self):
         """(T,) each tower's kernel L1/L2 penalty, as Keras' L1L2 regularizer computes it."""
         ops, p = keras.ops, self.penalties
-        kernel = ops.transpose(self.kernel, (1, 0, 2)) if self.shared_input else self.kernel
-        return p[:, 0] * ops.sum(ops.abs(kernel), axis=(1, 2)) + p[:, 1] * ops.sum(ops.square(kernel), axis=(1, 2))
+        axes = (1, 3) if self.shared_input else (1, 2)
+
+        def per_tower(values):
+            return ops.reshape(ops.sum(values, axis=axes), (self.n_towers,))
+
+        return p[:, 0] * per_tower(ops.abs(self.kernel)) + p[:, 1] * per_tower(ops.square(self.kernel))
 
     def bias_penalty(self):
         ops, p = keras.ops, self.penalties
@@ -87,8 +117,14 @@ class TowerDense(keras.layers.Layer):
         ops = keras.ops
         kernel = self.kernel if self.mask is None else self.kernel * self.mask
         if self.shared_input:
-            flat = ops.matmul(inputs, ops.reshape(kernel, (self.n_in, self.n_towers * self.n_out)))
-            outputs = ops.transpose(ops.reshape(flat, (-1, self.n_towers, self.n_out)), (1, 0, 2))
+            folds, width = self.folds, self.per_fold * self.n_out
+            if folds == 1:  # one plain product
+                flat = ops.expand_dims(ops.matmul(ops.reshape(inputs, (-1, self.n_in)),
+                                                  ops.reshape(kernel, (self.n_in, width))), 0)
+            else:  # one product per fold: (F, batch, in) @ (F, in, C*out)
+                flat = ops.matmul(ops.transpose(inputs, (1, 0, 2)), ops.reshape(kernel, (folds, self.n_in, width)))
+            outputs = ops.reshape(ops.transpose(ops.reshape(flat, (folds, -1, self.per_fold, self.n_out)), (0, 2, 1, 3)),
+                                  (self.n_towers, -1, self.n_out))
         else:
             outputs = ops.matmul(inputs, kernel)  # (T, batch, in) @ (T, in, out)
         outputs = outputs + ops.expand_dims(self.bias, 1)
@@ -98,6 +134,7 @@ class TowerDense(keras.layers.Layer):
         if len(set(self.activations)) == 1:
             return keras.activations.get(self.activations[0])(outputs)
         return ops.stack([keras.activations.get(name)(outputs[t]) for t, name in enumerate(self.activations)])
+
 
 class TowerDropout(keras.layers.Layer):
     """Dropout on (T, batch, units) activations with each tower's own rate, own units (padding
@@ -123,13 +160,14 @@ class TowerDropout(keras.layers.Layer):
             masks.append(mask if units == width else ops.pad(mask, ((0, 0), (0, width - units))))
         return inputs * ops.stack(masks)
 
+
 class TowerMetrics(keras.metrics.Metric):
     """Each tower's epoch loss (penalties included, as Keras reports them) and accuracy,
     logged as `loss_<t>` / `accuracy_<t>` (and `val_` ones on validation data)."""
 
-    def __init__(self, n_towers, task, dense_layers, **kwargs):
+    def __init__(self, n_towers, folds, task, dense_layers, **kwargs):
         super().__init__(name="towers", **kwargs)
-        self.n_towers, self.task = n_towers, task
+        self.n_towers, self.folds, self.task = n_towers, folds, task
         object.__setattr__(self, "dense_layers", tuple(dense_layers))  # read, not tracked, by the metric
         self.loss_sum = self.add_variable(shape=(n_towers,), initializer="zeros", name="loss_sum")
         self.correct = self.add_variable(shape=(n_towers,), initializer="zeros", name="correct")
@@ -138,13 +176,13 @@ class TowerMetrics(keras.metrics.Metric):
     def update_state(self, y_true, y_pred, sample_weight=None):
         ops = keras.ops
         batch = ops.cast(ops.shape(y_pred)[0], "float32")
-        self.loss_sum.assign_add(ops.sum(per_tower_loss(self.task, y_true, y_pred), axis=0))
+        self.loss_sum.assign_add(ops.sum(per_tower_loss(self.task, self.folds, y_true, y_pred), axis=0))
         penalties = [layer.penalty() for layer in self.dense_layers if layer.penalties.any()]
         if penalties:
             self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * batch)
         if self.task == "classification":
             predicted = ops.argmax(y_pred, axis=-1)
-            labels = ops.reshape(ops.cast(y_true, predicted.dtype), (-1, 1))
+            labels = ops.cast(tower_targets(y_true, self.n_towers, self.folds), predicted.dtype)
             self.correct.assign_add(ops.sum(ops.cast(predicted == labels, "float32"), axis=0))
         self.count.assign_add(batch)
 
@@ -160,7 +198,7 @@ class TowerMetrics(keras.metrics.Metric):
 class TowerOptimizer(keras.optimizers.Optimizer):
     """SGD, RMSprop or Adam over stacked tower variables, with every hyperparameter per tower.
 
-    Each hyperparameter is a (T,) vector broadcast along a variable's tower axis, so tower t is
+    Each hyperparameter is a (T,) vector broadcast along a variable's tower axes, so tower t is
     updated with exactly the arithmetic Keras' own optimizer applies to a solo model: the same
     formulas in the same order, float32 constants rounded as Keras rounds its Python floats
     (`1 - rho` is computed in float64, then rounded), time-based decay as Keras'
@@ -171,20 +209,17 @@ class TowerOptimizer(keras.optimizers.Optimizer):
     HYPERPARAMETERS = ("rates", "decays", "momentum", "nesterov", "rho", "one_minus_rho", "beta_1", "one_minus_beta_1",
                        "beta_2", "one_minus_beta_2", "epsilon")
 
-    def __init__(self, kind: str, n_towers: int, tower_axes: dict[str, int], **kwargs):
+    def __init__(self, kind: str, n_towers: int, tower_shapes: dict[str, tuple[int, ...]], **kwargs):
         super().__init__(learning_rate=0.0, name=f"tower_{kind}", **kwargs)
-        self.kind, self.n_towers, self.tower_axes = kind, n_towers, dict(tower_axes)
+        self.kind, self.n_towers, self.tower_shapes = kind, n_towers, dict(tower_shapes)
 
     def build(self, variables):
         if self.built:
             return
         super().build(variables)
         self.hyper = {name: self.add_variable((self.n_towers,), name=name) for name in self.HYPERPARAMETERS}
-        self.broadcast_shapes = []  # per variable index: (1, ..., T, ..., 1) along its tower axis
-        for variable in variables:
-            shape = [1] * len(variable.shape)
-            shape[self.tower_axes[variable.path]] = self.n_towers
-            self.broadcast_shapes.append(tuple(shape))
+        # per variable index: the shape a (T,) vector takes along the variable's tower axes
+        self.broadcast_shapes = [self.tower_shapes[variable.path] for variable in variables]
         slots = {"sgd": ("momentum",), "rmsprop": ("velocity", "momentum"), "adam": ("momentum", "velocity")}[self.kind]
         self.slots = {name: [self.add_variable_from_reference(v, name) for v in variables] for name in slots}
 
@@ -220,7 +255,7 @@ class TowerOptimizer(keras.optimizers.Optimizer):
         ops = keras.ops
         index = self._get_variable_index(variable)
 
-        def h(name):  # a hyperparameter along this variable's tower axis
+        def h(name):  # a hyperparameter along this variable's tower axes
             return ops.reshape(self.hyper[name], self.broadcast_shapes[index])
 
         lr = ops.reshape(self.tower_rates(), self.broadcast_shapes[index])

@@ -63,10 +63,11 @@ def initial_state(tower: NetworkSpec, n_features: int, n_outputs: int, output_ac
 
 
 def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs: int, *, task: str,
-                      optimizer: str, steps_per_execution: int = 1):
-    """A compiled Keras model whose output is (batch, towers, outputs): probabilities per tower for
-    classification (softmax), values for regression; trained by a `TowerOptimizer` of kind
-    `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings `fit_towers` sets."""
+                      optimizer: str, folds: int = 1, steps_per_execution: int = 1):
+    """A compiled Keras model from (batch, folds, features) to (batch, towers, outputs):
+    probabilities per tower for classification (softmax), values for regression; trained by a
+    `TowerOptimizer` of kind `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings
+    `fit_towers` sets. Towers are fold-major: tower t reads fold t // (towers / folds)."""
     from ..core.runtime import keras as _keras
     from .tower_layers import TowerDense, TowerDropout, TowerMetrics, TowerOptimizer, summed_loss
 
@@ -77,7 +78,9 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
         raise ValueError("fused towers need the same number of hidden layers")
     widths = [max(t.hidden_layers[i] for t in towers) for i in range(depth.pop())]
     sizes = [n_features, *widths, n_outputs]
-    layers: list = [keras.Input(shape=(n_features,))]
+    if len(towers) % folds:
+        raise ValueError("fused towers need the same number of towers for every fold")
+    layers: list = [keras.Input(shape=(folds, n_features))]
     rates = np.array([t.dropout for t in towers], dtype="float32")
     for index in range(len(sizes) - 1):
         last = index == len(sizes) - 2
@@ -85,15 +88,15 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
             towers, index, sizes[index], sizes[index + 1],
             activations=None if last else [t.activation for t in towers],
             output_activation=("softmax" if task == "classification" else "linear") if last else None,
+            folds=folds,
         ))
         if not last and rates.any():
             layers.append(TowerDropout(rates, [t.hidden_layers[index] for t in towers]))
     model = keras.Sequential(layers)
-    axes = {}
-    for layer in dense_layers(model):  # the tower axis: (in, T, out) first kernel, (T, ...) otherwise
-        axes[layer.kernel.path], axes[layer.bias.path] = (1 if layer.shared_input else 0), 0
-    model.compile(optimizer=TowerOptimizer(optimizer, len(towers), axes), loss=summed_loss(task),
-                  metrics=[TowerMetrics(len(towers), task, dense_layers(model))],
+    shapes = {variable.path: layer.tower_shape(variable)
+              for layer in dense_layers(model) for variable in (layer.kernel, layer.bias)}
+    model.compile(optimizer=TowerOptimizer(optimizer, len(towers), shapes), loss=summed_loss(task, folds),
+                  metrics=[TowerMetrics(len(towers), folds, task, dense_layers(model))],
                   steps_per_execution=steps_per_execution)
     model.optimizer.build(model.trainable_variables)
     return model
@@ -128,11 +131,7 @@ def set_tower_weights(model, towers: Sequence[NetworkSpec], tower: int, weights:
 
 
 def _write_slice(layer, kernel: np.ndarray, bias: np.ndarray, tower: int, w: np.ndarray, b: np.ndarray) -> None:
-    rows, cols = w.shape
-    if layer.shared_input:
-        kernel[:rows, tower, :cols] = w
-    else:
-        kernel[tower, :rows, :cols] = w
+    kernel[layer.tower_slice(tower, *w.shape)] = w
     bias[tower, : b.shape[0]] = b
 
 
@@ -141,12 +140,12 @@ def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]
     dense = dense_layers(model)
     result = []
     for t, tower in enumerate(towers):
-        sizes = [dense[0].kernel.shape[0], *tower.hidden_layers, dense[-1].bias.shape[1]]
+        sizes = [dense[0].n_in, *tower.hidden_layers, dense[-1].n_out]
         weights = []
         for index, layer in enumerate(dense):
             kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
             rows, cols = sizes[index], sizes[index + 1]
-            weights.append(kernel[:rows, t, :cols] if layer.shared_input else kernel[t, :rows, :cols])
+            weights.append(kernel[layer.tower_slice(t, rows, cols)])
             weights.append(bias[t, :cols])
         result.append(weights)
     return result
@@ -182,8 +181,10 @@ class FittedTowers:
 
 
 def predict_towers(model, X) -> np.ndarray:
-    """(samples, towers, outputs) of a fused model, in big batches."""
-    return model.predict(np.asarray(X, dtype="float32"), batch_size=PREDICT_BATCH, verbose=0)
+    """(samples, towers, outputs) of a fused model on (samples, folds, features), or on
+    (samples, features) for a model of one fold; in big batches."""
+    X = np.asarray(X, dtype="float32")
+    return model.predict(X[:, None, :] if X.ndim == 2 else X, batch_size=PREDICT_BATCH, verbose=0)
 
 
 def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.ndarray | None):
@@ -217,6 +218,12 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
     epochs (one number: all alike) and early stopping `early_stopping[t]`.
 
+    `X` is (samples, features) with labels `y` (samples,), or F folds' training sets of one
+    size side by side, (samples, F, features) with `y` (samples, F): towers are then fold-major
+    (the first T/F train on fold 0, ...) and each sees its fold's batches in the order its solo
+    fit draws them (Keras shuffles, and splits off validation data, along the sample axis, which
+    depends on the sample count only). Scoring arrays in `score_on` have the same layout.
+
     A tower ends where its solo fit would: after its epochs (epochs are a shared prefix: a solo
     fit of e epochs draws the same batches, dropout masks and rates in its e epochs as a longer
     one does in its first e) or when its own EarlyStopping stops it (best weights restored if
@@ -234,21 +241,26 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     if len(kinds) != 1 or len(optimizers) != len(towers):
         raise ValueError("fused towers need one optimizer setting per tower, all of one kind")
     cache = cache or ModelCache()
-    X = np.asarray(X, dtype="float32")
+    X, y = np.asarray(X, dtype="float32"), np.asarray(y)
+    if X.ndim == 2:
+        X, y = X[:, None, :], y.reshape(-1, 1)
+    folds, n_features = X.shape[1], X.shape[2]
     if task == "classification":
         classes = np.unique(y)
+        if any(len(np.unique(y[:, fold])) != len(classes) for fold in range(folds)):
+            raise ValueError("folds with different classes cannot share a program (their models differ)")
         targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
     else:
-        classes, targets, n_outputs, output_activation = None, np.asarray(y, dtype="float32"), 1, "linear"
-    states = [cache.initial_state((tower, X.shape[1], n_outputs, output_activation, seed),
-                                  lambda tower=tower: initial_state(tower, X.shape[1], n_outputs, output_activation,
+        classes, targets, n_outputs, output_activation = None, y.astype("float32")[..., None], 1, "linear"
+    states = [cache.initial_state((tower, n_features, n_outputs, output_activation, seed),
+                                  lambda tower=tower: initial_state(tower, n_features, n_outputs, output_activation,
                                                                     seed, seeding))
               for tower in towers]
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
     kind = kinds.pop()
-    model, _ = cache.fused((shapes, X.shape[1], n_outputs, task, kind, steps_per_execution),
-                           lambda: build_fused_model(towers, X.shape[1], n_outputs, task=task, optimizer=kind,
-                                                     steps_per_execution=steps_per_execution))
+    model, _ = cache.fused((shapes, folds, n_features, n_outputs, task, kind, steps_per_execution),
+                           lambda: build_fused_model(towers, n_features, n_outputs, task=task, optimizer=kind,
+                                                     folds=folds, steps_per_execution=steps_per_execution))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
     set_initial_state(model, states)

@@ -1,12 +1,14 @@
 """The fused engine at the search level: which pending fits train together, and training one job.
 
-A *job* is one fold of a group of candidates. Candidates that may differ in the network
-(initializer, widths, activation, dropout, L1/L2), the optimizer's settings (learning rate,
-decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule, the number of epochs and
-early stopping, and share everything else (network depth, optimizer kind, batch size, seed),
-form a group, trained as towers of one program (see `pipeline.training.towers`), at most
-`max_towers` at a time; every other candidate is a job of one, trained alone. Candidates with
-checkpoints write their fit's own file, so they train alone.
+A *job* is a group of candidates on one or more folds. Candidates that may differ in the
+network (initializer, widths, activation, dropout, L1/L2), the optimizer's settings (learning
+rate, decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule, the number of epochs
+and early stopping, and share everything else (network depth, optimizer kind, batch size, seed),
+form a group, trained as towers of one program (see `pipeline.training.towers`): one tower per
+(candidate, fold), at most `max_towers` at a time. Folds share a program when their training
+sets have the same size and classes (Keras' shuffling and validation split then cut every fold
+as its solo fit does); k-fold splits have at most two such sizes. Every other fit is a job of
+one, trained alone; candidates with checkpoints write their fit's own file, so they train alone.
 
 `train_job` returns one `FitRecord` per candidate, the same record however it trained. It
 raises only infrastructure errors (memory, disk, the stop request): the candidate's own
@@ -27,19 +29,30 @@ from ..training.single import divergence
 from .records import FitRecord, candidate_key, fold_key, hyperparameters, is_infrastructure, params_key
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation split: sample indices and the fold's key in the store."""
+
+    train: np.ndarray
+    test: np.ndarray
+    key: str
+
+
 @dataclass
 class Job:
-    """One fold of one group: candidates (estimators with their parameters set, no context or store)."""
+    """Candidates (estimators with their parameters set, no context or store) on folds: one fit
+    per (fold, candidate), fold-major."""
 
     keys: list[str]
     candidates: list[Any]
-    train: np.ndarray
-    test: np.ndarray
-    fold: str
+    folds: list[Fold]
 
     @property
     def size(self) -> int:
-        return len(self.candidates)
+        return len(self.candidates) * len(self.folds)
+
+    def fits(self) -> list[tuple[Fold, str, Any]]:
+        return [(fold, key, candidate) for fold in self.folds for key, candidate in zip(self.keys, self.candidates)]
 
 
 # Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
@@ -64,11 +77,12 @@ def group_key(params: dict[str, Any]) -> str | None:
 def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store, max_towers: int) -> list[Job]:
     """The jobs for every fit of these candidates on `cv`'s folds that `store` has no record of.
 
-    A candidate listed twice (a random search drawing the same point) trains once. With
-    `max_towers` 1 every candidate is a job of its own."""
+    A group's candidates with the same pending folds of one shape (training-set size and
+    classes) share jobs of at most `max_towers` fits. A candidate listed twice (a random search
+    drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own."""
     from sklearn.base import clone
 
-    groups: dict[str, list[tuple[str, Any]]] = {}
+    groups: dict[tuple[str, Any], list[tuple[str, Any]]] = {}  # ("fused", key) or ("alone", number)
     seen = set()
     for number, params in enumerate(candidate_params):
         candidate = clone(estimator).set_params(**params, context=None, replay_from=None)
@@ -78,56 +92,81 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
             continue
         seen.add(key)
         group = group_key(settings) if max_towers > 1 else None
-        groups.setdefault(group or f"alone-{number}", []).append((key, candidate))
+        groups.setdefault(("alone", number) if group is None else ("fused", group), []).append((key, candidate))
+    folds = [Fold(train, test, fold_key(X[train], y[train])) for train, test in cv.split(X, y)]
+    shapes: dict[tuple, list[Fold]] = {}
+    for fold in folds:
+        classes = tuple(np.unique(y[fold.train])) if estimator.task == "classification" else ()
+        shapes.setdefault((len(fold.train), classes), []).append(fold)
     jobs = []
-    for train, test in cv.split(X, y):
-        fold = fold_key(X[train], y[train])
-        for members in groups.values():
-            pending = [(key, candidate) for key, candidate in members if store.lookup(key, fold) is None]
-            for start in range(0, len(pending), max_towers):
-                chunk = pending[start:start + max_towers]
-                jobs.append(Job([k for k, _ in chunk], [c for _, c in chunk], train, test, fold))
+    for (kind, _), members in groups.items():
+        for alike in shapes.values():
+            by_pending: dict[tuple[str, ...], list[tuple[str, Any]]] = {}
+            for key, candidate in members:
+                pending = tuple(fold.key for fold in alike if store.lookup(key, fold.key) is None)
+                if pending:
+                    by_pending.setdefault(pending, []).append((key, candidate))
+            for pending, candidates in by_pending.items():
+                jobs += _chunks([fold for fold in alike if fold.key in pending], candidates,
+                                max_towers if kind == "fused" else 1)
     return jobs
 
 
+def _chunks(folds: list[Fold], candidates: list[tuple[str, Any]], max_towers: int) -> list[Job]:
+    """Jobs of at most `max_towers` fits: all folds with as many candidates as fit (or fewer folds)."""
+    per_job_folds = min(len(folds), max_towers)
+    per_job_candidates = max(1, max_towers // per_job_folds)
+    return [Job([k for k, _ in chunk], [c for _, c in chunk], folds[f:f + per_job_folds])
+            for f in range(0, len(folds), per_job_folds)
+            for chunk in (candidates[i:i + per_job_candidates] for i in range(0, len(candidates), per_job_candidates))]
+
+
 def train_job(job: Job, X, y, scorer, context) -> list[FitRecord]:
-    """Train one job's candidates (as towers of one program when there are several)."""
-    X_train, y_train, X_test, y_test = X[job.train], y[job.train], X[job.test], y[job.test]
+    """Train one job's fits (as towers of one program when there are several)."""
     if job.size > 1:
         try:
-            return _train_fused(job, X_train, y_train, X_test, y_test, scorer, context)
+            return _train_fused(job, X, y, scorer, context)
         except Exception as error:
             if is_infrastructure(error):
                 raise
-    return [train_alone(key, candidate, job.fold, X_train, y_train, X_test, y_test, scorer, context)
-            for key, candidate in zip(job.keys, job.candidates)]
+    return [train_alone(key, candidate, fold.key, X[fold.train], y[fold.train], X[fold.test], y[fold.test], scorer,
+                        context)
+            for fold, key, candidate in job.fits()]
 
 
-def _train_fused(job: Job, X_train, y_train, X_test, y_test, scorer, context) -> list[FitRecord]:
+def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
+    """One program, a tower per (fold, candidate): each fold's samples side by side as the input."""
     from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
     from .estimator import seeding
 
+    def stacked(array, part):  # (samples, folds, ...) of every fold's train or test part
+        return np.stack([array[getattr(fold, part)] for fold in job.folds], axis=1)
+
+    X_train, y_train, X_test = stacked(X, "train"), stacked(y, "train"), stacked(X, "test")
+    fits = job.fits()
     first = job.candidates[0]
-    each = [c.get_params() for c in job.candidates]
+    each = [candidate.get_params() for _, _, candidate in fits]
     started = time.perf_counter()
     fitted = fit_towers(
         [NETWORK.build(p) for p in each], X_train, y_train,
         task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
-        epochs=[c.epochs for c in job.candidates], early_stopping=[EARLY_STOPPING.build(p) for p in each],
+        epochs=[candidate.epochs for _, _, candidate in fits], early_stopping=[EARLY_STOPPING.build(p) for p in each],
         batch_size=first.batch_size,
         validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
         steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
         callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),
     )
     fit_time = (time.perf_counter() - started) / job.size
-    fused = {"group": params_key({"fold": job.fold, "members": job.keys}), "towers": job.size}
+    fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),
+             "towers": job.size}
     records = []
-    for tower, (key, candidate) in enumerate(zip(job.keys, job.candidates)):
+    for tower, (fold, key, candidate) in enumerate(fits):
         history = fitted.histories[tower]
         diverged = divergence(history.get("loss", []))
-        scores = {} if diverged else _scores(scorer, fitted.view(tower), X_train, y_train, X_test, y_test)
-        records.append(FitRecord.of(key, job.fold, hyperparameters(candidate.get_params()), fit_time=fit_time,
+        f = tower // len(job.candidates)
+        scores = {} if diverged else _scores(scorer, fitted.view(tower), X_train, y_train[:, f], X_test, y[fold.test])
+        records.append(FitRecord.of(key, fold.key, hyperparameters(candidate.get_params()), fit_time=fit_time,
                                     history=history, fused=fused,
                                     failure=("diverged", f"TrainingDiverged: {diverged}") if diverged else None,
                                     **scores))

@@ -96,7 +96,7 @@ class SearchSession:
             for job, outcome in self.runner.run(pending, X, y, scorer, self.context):
                 if isinstance(outcome, BaseException):
                     log_incident(self.run_dir, f"a job of {job.size} fit(s) was lost (attempt {attempt} of "
-                                 f"{self.attempts})", outcome, keys=job.keys, fold=job.fold)
+                                 f"{self.attempts})", outcome, keys=job.keys, folds=[fold.key for fold in job.folds])
                     lost.append(job)
                     continue
                 self._record(outcome)

@@ -118,7 +118,8 @@ def test_a_worker_killed_mid_group_costs_no_candidate(tmp_path):
     records = _journal(run_dir)
     keys = [(r["key"], r["fold"]) for r in records]
     assert len(keys) == len(set(keys)) == 6 * 2
-    assert not any(r["failure"] for r in records) and {r["trainer"]["fused"]["towers"] for r in records} == {3}
+    # two groups of 3 candidates, each on both folds in one program
+    assert not any(r["failure"] for r in records) and {r["trainer"]["fused"]["towers"] for r in records} == {6}
     results = pd.read_csv(run_dir / "results.csv", keep_default_na=False)
     assert (results["error"] == "").all() and (results["mean_test_score"] != "").all()
 

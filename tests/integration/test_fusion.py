@@ -122,6 +122,43 @@ def test_towers_with_fewer_epochs_are_the_candidates_trained_for_those_epochs(di
                                    atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
 
 
+def test_folds_in_one_program_are_each_fold_trained_alone(digits):
+    """Fold fusion: three candidates on two folds (six towers, each fold's training set its own
+    input, shuffled and split as its solo fit shuffles and splits it) equal the six solo fits:
+    weights, per-epoch histories and outputs on each fold's test samples."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from pipeline.training.towers import fit_towers, tower_weights
+    from pipeline.tuning.estimator import seeding
+
+    X, y = digits
+    folds = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y))[:2]
+    assert len({len(train) for train, _ in folds}) == 1
+    X_train = np.stack([X[train] for train, _ in folds], axis=1)
+    X_test = np.stack([X[test] for _, test in folds], axis=1)
+    towers = [NetworkSpec(**t) for t in TOWERS] * 2
+    optimizers = SETTINGS["sgd"] * 2
+    fit = dict(epochs=3, batch_size=32, validation_split=0.1, shuffle=True)
+    fused = fit_towers(towers, X_train, np.stack([y[train] for train, _ in folds], axis=1), task="classification",
+                       optimizers=optimizers, seed=5, seeding=seeding, score_on=(X_test,), **fit)
+    weights = tower_weights(fused.model, towers)
+    for t in range(len(towers)):
+        fold, member = divmod(t, len(TOWERS))
+        train, test = folds[fold]
+        from pipeline.spec.vocabulary import OPTIMIZER
+        from pipeline.tuning.estimator import PipelineClassifier
+
+        solo = PipelineClassifier(random_state=5, **OPTIMIZER.params(optimizers[t]),
+                                  **{f"model__{k}": v for k, v in TOWERS[member].items()}, **fit).fit(X[train], y[train])
+        for fused_w, solo_w in zip(weights[t], solo.model_.get_weights()):
+            np.testing.assert_allclose(fused_w, solo_w, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL, err_msg=f"tower {t}")
+        for name, values in solo.history_.items():
+            np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL,
+                                       err_msg=f"tower {t}: {name}")
+        np.testing.assert_allclose(fused.view(t).predict_proba(X_test), solo.model_.predict(X[test], verbose=0),
+                                   atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+
+
 @pytest.mark.parametrize("restore", [True, False], ids=["restore-best", "keep-last"])
 def test_each_tower_stops_early_where_its_solo_fit_stops(digits, restore):
     """Per-tower EarlyStopping (Keras' own, on each tower's logs): towers with different monitors
@@ -190,18 +227,18 @@ def _search(tmp_path, name, **execution):
 
 def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
     """The same grid (initializers, widths, learning rates and a 1-epoch candidate, with early
-    stopping: one program per fold) with fusing on and off: equal per-candidate scores, fused fits marked as such in results.csv, the journal and
-    run.json."""
-    fused_dir = _search(tmp_path, "fused")
+    stopping: 9 candidates x 2 folds, one program) with fusing on and off: equal per-candidate
+    scores, fused fits marked as such in results.csv, the journal and run.json."""
+    fused_dir = _search(tmp_path, "fused", max_towers=18)
     alone_dir = _search(tmp_path, "alone", fuse=False)
     fused, alone = (pd.read_csv(d / "results.csv").sort_values("candidate") for d in (fused_dir, alone_dir))
     for column in ("fold0_test_score", "fold1_test_score", "mean_train_score"):
         np.testing.assert_allclose(fused[column], alone[column], atol=1e-9)
     assert fused.loc[fused["model__init_mode"] == "zeros", "mean_test_score"].max() < 0.2
-    assert (fused["fused_towers"] == 9).all() and (alone["fused_towers"] == 0).all()
+    assert (fused["fused_towers"] == 18).all() and (alone["fused_towers"] == 0).all()
     records = [json.loads(line) for line in (fused_dir / "journal.jsonl").read_text().splitlines()]
     assert len(records) == 9 * 2 and len({(r["key"], r["fold"]) for r in records}) == 18
-    assert {r["trainer"]["fused"]["towers"] for r in records} == {9} and all(r["history"]["loss"] for r in records)
+    assert {r["trainer"]["fused"]["towers"] for r in records} == {18} and all(r["history"]["loss"] for r in records)
     assert sorted({len(r["history"]["loss"]) for r in records}) == [1, 2]  # the 1-epoch candidate: a prefix
     run = json.loads((fused_dir / "run.json").read_text())
     assert run["fused_candidates"] == list(range(9))
@@ -274,4 +311,4 @@ def test_a_diverging_tower_fails_alone(tmp_path):
     assert results.loc["uniform(-1000, 1000)", "error"].startswith("TrainingDiverged: loss became nan")
     assert results.loc["uniform(-1000, 1000)", "mean_test_score"] == ""  # NaN, written as an empty cell
     assert results.loc["glorot_uniform", "error"] == "" and float(results.loc["glorot_uniform", "mean_test_score"]) < 0
-    assert (results["fused_towers"] == 2).all()
+    assert (results["fused_towers"] == 4).all()  # 2 candidates x 2 folds, one program

@@ -175,13 +175,15 @@ def test_an_infrastructure_failure_is_retried_not_recorded(tmp_path, monkeypatch
                           execution={"max_consecutive_failures": 1})
     _fail_with(monkeypatch, MemoryError("cannot allocate 2.0 GiB"), times=1)
     assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
-    assert "WARNING: a job of 2 fit(s) was lost (attempt 1 of 3): MemoryError: cannot allocate" in capsys.readouterr().err
+    # one job: 2 candidates x 2 folds in one program
+    assert "WARNING: a job of 4 fit(s) was lost (attempt 1 of 3): MemoryError: cannot allocate" in capsys.readouterr().err
     (run_dir,) = (tmp_path / "out").iterdir()
     records = read_journal(run_dir / "journal.jsonl")
     assert len(records) == 4 and not any(r.failed for r in records)
     assert len({(r.key, r.fold) for r in records}) == 4
     (incident,) = [json.loads(line) for line in (run_dir / "incidents.jsonl").read_text().splitlines()]
     assert incident["reason"] == "MemoryError: cannot allocate 2.0 GiB" and len(incident["keys"]) == 2
+    assert len(incident["folds"]) == 2
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "finished" and run["failed_candidates"] == {} and run["incidents"] == 1
 
