@@ -306,19 +306,29 @@ class TowerSchedules(keras.callbacks.Callback):
 
 
 class TowerView:
-    """What one tower's own Keras `EarlyStopping` sees as its model: the tower's weights (cut from
-    and written back into its slices of the fused model) and a stop flag of its own."""
+    """What one tower's own Keras `EarlyStopping` and `ModelCheckpoint` see as their model: the
+    tower's weights (cut from and written back into its slices of the fused model), a stop flag
+    of its own, and `save_weights` writing the file its solo fit would write: weights and
+    optimizer state, through the solo model `solo()` builds."""
 
     metrics: tuple = ()  # EarlyStopping is given its mode, so it never looks for metric directions
 
-    def __init__(self, model, towers, tower: int):
-        self.fused, self.towers, self.tower = model, towers, tower
+    def __init__(self, model, towers, tower: int, solo=None):
+        self.fused, self.towers, self.tower, self.solo = model, towers, tower, solo
         self.stop_training = False
 
-    def get_weights(self):
-        from .towers import tower_weights
+    def save_weights(self, filepath, overwrite=True):
+        from .towers import copy_optimizer_state
 
-        return tower_weights(self.fused, self.towers)[self.tower]
+        model = self.solo()
+        model.set_weights(self.get_weights())
+        copy_optimizer_state(self.fused, self.towers, self.tower, model)
+        model.save_weights(filepath, overwrite=overwrite)
+
+    def get_weights(self):
+        from .towers import tower_values
+
+        return tower_values(self.fused, self.towers, self.tower, np.asarray)
 
     def set_weights(self, weights):
         from .towers import set_tower_weights
@@ -331,12 +341,16 @@ class TowerEndings(keras.callbacks.Callback):
     prefix) or when its own EarlyStopping stops it (Keras' callback, run on the tower's logs
     through a `TowerView`, restoring the tower's best weights as it would). Then its outputs on
     the arrays to score are kept (`taken[tower][id(array)]`) and `ended[tower]` is the epoch
-    count its history is cut at; once every tower has ended, the program stops."""
+    count its history is cut at; once every tower has ended, the program stops. A tower with a
+    checkpoint gets Keras' own `ModelCheckpoint` on its logs, which saves its best weights as
+    its solo model's weights file (`solo_models[tower]()` builds that model)."""
 
-    def __init__(self, towers, tower_epochs, early_stopping, arrays):
+    def __init__(self, towers, tower_epochs, early_stopping, arrays, checkpoints=None, solo_models=None):
         super().__init__()
         self.towers, self.tower_epochs, self.arrays = list(towers), list(tower_epochs), list(arrays)
         self.early_stopping = list(early_stopping)  # per tower: an EarlyStoppingSpec, or None
+        self.checkpoints = list(checkpoints or [None] * len(self.towers))  # per tower: (CheckpointSpec, path) or None
+        self.solo_models = solo_models
         self.taken: dict[int, dict[int, np.ndarray]] = {}
         self.ended: dict[int, int] = {}
 
@@ -349,6 +363,14 @@ class TowerEndings(keras.callbacks.Callback):
                 stopper.set_model(TowerView(self.model, self.towers, t))
                 stopper.on_train_begin()
                 self.stoppers[t] = stopper
+        self.savers = {}
+        for t, checkpoint in enumerate(self.checkpoints):
+            if checkpoint is not None and checkpoint[0].enabled:
+                spec, path = checkpoint
+                saver = keras.callbacks.ModelCheckpoint(str(path), save_best_only=True, save_weights_only=True,
+                                                        **spec.kwargs())
+                saver.set_model(TowerView(self.model, self.towers, t, solo=self.solo_models[t]))
+                self.savers[t] = saver
 
     def on_epoch_end(self, epoch, logs=None):
         from .towers import predict_towers
@@ -357,10 +379,13 @@ class TowerEndings(keras.callbacks.Callback):
         for t, last in enumerate(self.tower_epochs):
             if t in self.ended:
                 continue
+            tower_logs = {name.rsplit("_", 1)[0]: value for name, value in (logs or {}).items()
+                          if name.endswith(f"_{t}")}
+            if t in self.savers:
+                self.savers[t].on_epoch_end(epoch, tower_logs)
             stopper = self.stoppers.get(t)
             if stopper is not None:
-                stopper.on_epoch_end(epoch, {name.rsplit("_", 1)[0]: value for name, value in (logs or {}).items()
-                                             if name.endswith(f"_{t}")})
+                stopper.on_epoch_end(epoch, tower_logs)
             if epoch + 1 == last or (stopper is not None and stopper.model.stop_training):
                 if stopper is not None:
                     stopper.on_train_end()  # restores the tower's best weights, as Keras does

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..spec.vocabulary import EarlyStoppingSpec, NetworkSpec, OptimizerSpec, ScheduleSpec
+from ..spec.vocabulary import CheckpointSpec, EarlyStoppingSpec, NetworkSpec, OptimizerSpec, ScheduleSpec
 from .context import ModelCache
 from .factory import build_model
 from .schedules import schedule_function
@@ -137,18 +137,41 @@ def _write_slice(layer, kernel: np.ndarray, bias: np.ndarray, tower: int, w: np.
 
 def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]]:
     """Each tower's weights cut back to its own shapes, in `get_weights()` order of its solo model."""
+    return [tower_values(model, towers, t, np.asarray) for t in range(len(towers))]
+
+
+def tower_values(model, towers: Sequence[NetworkSpec], tower: int, values_of: Callable) -> list[np.ndarray]:
+    """Tower `tower`'s part of `values_of(variable)` for each fused variable (its values, or an
+    optimizer slot stacked like it), in `get_weights()` order of the tower's solo model."""
     dense = dense_layers(model)
-    result = []
-    for t, tower in enumerate(towers):
-        sizes = [dense[0].n_in, *tower.hidden_layers, dense[-1].n_out]
-        weights = []
-        for index, layer in enumerate(dense):
-            kernel, bias = np.asarray(layer.kernel), np.asarray(layer.bias)
-            rows, cols = sizes[index], sizes[index + 1]
-            weights.append(kernel[layer.tower_slice(t, rows, cols)])
-            weights.append(bias[t, :cols])
-        result.append(weights)
-    return result
+    sizes = [dense[0].n_in, *towers[tower].hidden_layers, dense[-1].n_out]
+    values = []
+    for index, layer in enumerate(dense):
+        rows, cols = sizes[index], sizes[index + 1]
+        values.append(values_of(layer.kernel)[layer.tower_slice(tower, rows, cols)])
+        values.append(values_of(layer.bias)[tower, :cols])
+    return values
+
+
+def copy_optimizer_state(model, towers: Sequence[NetworkSpec], tower: int, solo) -> None:
+    """Tower `tower`'s optimizer state (step count, learning rate, slots) into the Keras optimizer
+    `solo` was compiled with, so that `solo.save_weights` writes what the tower's solo fit would.
+
+    Keras names a slot `{variable path}_{slot}`; the solo optimizer only has the slots its own
+    settings use (SGD without momentum has none), each filled from the tower's slice of ours."""
+    fused, own = model.optimizer, solo.optimizer
+    own.build(solo.trainable_variables)
+    own.iterations.assign(fused.iterations)
+    if not callable(own._learning_rate):  # a rate of its own, not a decay schedule
+        own.learning_rate.assign(np.asarray(fused.hyper["rates"])[tower])
+    slots = {}
+    for slot, variables in fused.slots.items():
+        cut = tower_values(model, towers, tower, lambda variable: np.asarray(variables[fused._get_variable_index(variable)]))
+        for variable, values in zip(solo.trainable_variables, cut):
+            slots[f"{variable.path.replace('/', '_')}_{slot}"] = values
+    for variable in own.variables:
+        if variable.name in slots:
+            variable.assign(slots[variable.name])
 
 
 @dataclass
@@ -213,10 +236,12 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                early_stopping: Sequence[EarlyStoppingSpec | None] | None = None, validation_split: float = 0.0,
                shuffle: bool = True, steps_per_execution: int = 1, seed: int | None = None,
                seeding: Seeding | None = None, callbacks: Sequence = (), cache: ModelCache | None = None,
-               score_on: Sequence[np.ndarray] = ()) -> FittedTowers:
+               score_on: Sequence[np.ndarray] = (),
+               checkpoints: Sequence[tuple[CheckpointSpec, str] | None] | None = None) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
     settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
-    epochs (one number: all alike) and early stopping `early_stopping[t]`.
+    epochs (one number: all alike), early stopping `early_stopping[t]` and checkpoint
+    `checkpoints[t]` (its spec and the weights file its solo fit would write).
 
     `X` is (samples, features) with labels `y` (samples,), or F folds' training sets of one
     size side by side, (samples, F, features) with `y` (samples, F): towers are then fold-major
@@ -267,7 +292,13 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
                                in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
     tower_epochs = [epochs] * len(towers) if isinstance(epochs, int) else list(epochs)
-    endings = TowerEndings(towers, tower_epochs, early_stopping or [None] * len(towers), score_on)
+    def solo_model(tower, optimizer):  # a tower's solo model to save its file through (zeros: it draws nothing)
+        return lambda: build_model(tower.model_copy(update={"init_mode": "zeros", "bias_init": "zeros"}),
+                                   n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
+                                   optimizer=optimizer, clear_session=False)
+
+    endings = TowerEndings(towers, tower_epochs, early_stopping or [None] * len(towers), score_on, checkpoints,
+                           [solo_model(tower, optimizer) for tower, optimizer in zip(towers, optimizers)])
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
         history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs),
                             validation_split=validation_split, shuffle=shuffle,

@@ -8,7 +8,7 @@ form a group, trained as towers of one program (see `pipeline.training.towers`):
 (candidate, fold), at most `max_towers` at a time. Folds share a program when their training
 sets have the same size and classes (Keras' shuffling and validation split then cut every fold
 as its solo fit does); k-fold splits have at most two such sizes. Every other fit is a job of
-one, trained alone; candidates with checkpoints write their fit's own file, so they train alone.
+one, trained alone. A tower with a checkpoint saves its best weights as its solo fit's own file.
 
 `train_job` returns one `FitRecord` per candidate, the same record however it trained. It
 raises only infrastructure errors (memory, disk, the stop request): the candidate's own
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..spec.vocabulary import EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
+from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
 from ..training.single import divergence
 from .records import FitRecord, candidate_key, fold_key, hyperparameters, is_infrastructure, params_key
 
@@ -56,16 +56,15 @@ class Job:
 
 
 # Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
-# the epoch schedule, the epochs (a shared prefix) and early stopping; the rest (batch size,
-# checkpoints, seed) is shared.
-PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix)
+# the epoch schedule, the epochs (a shared prefix), early stopping and checkpoints; the rest
+# (batch size, seed, ...) is shared.
+PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix,
+                      CHECKPOINT.prefix)
 
 
 def group_key(params: dict[str, Any]) -> str | None:
     """What candidates must share to train as one program, or None when this candidate must
-    train alone (a checkpoint writes its fit's own file; decay with a schedule fails alone)."""
-    if params.get("checkpoint"):
-        return None
+    train alone (decay with a schedule fails alone)."""
     if OPTIMIZER.build(params).decay and SCHEDULE.build(params).name != "none":
         return None
     plain = hyperparameters(params)
@@ -138,7 +137,7 @@ def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
     """One program, a tower per (fold, candidate): each fold's samples side by side as the input."""
     from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
-    from .estimator import seeding
+    from .estimator import checkpoint_path, seeding
 
     def stacked(array, part):  # (samples, folds, ...) of every fold's train or test part
         return np.stack([array[getattr(fold, part)] for fold in job.folds], axis=1)
@@ -156,6 +155,8 @@ def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
         validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
         steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
         callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),
+        checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
+                     if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),

@@ -169,10 +169,14 @@ class _PipelineWrapper:
         )
 
     def _checkpoint_path(self) -> Path:
-        """One file per (candidate, training data): CV folds and candidates never share a checkpoint."""
-        if self.checkpoint_dir is None:
-            raise ValueError("checkpoint=True needs checkpoint_dir, the folder for per-fit checkpoint files")
-        return Path(self.checkpoint_dir) / f"ckpt-{candidate_key(self.get_params())}-{self.fold_key_}.weights.h5"
+        return checkpoint_path(self.checkpoint_dir, candidate_key(self.get_params()), self.fold_key_)
+
+
+def checkpoint_path(checkpoint_dir, candidate: str, fold: str) -> Path:
+    """One file per (candidate, training data): CV folds and candidates never share a checkpoint."""
+    if checkpoint_dir is None:
+        raise ValueError("checkpoint=True needs checkpoint_dir, the folder for per-fit checkpoint files")
+    return Path(checkpoint_dir) / f"ckpt-{candidate}-{fold}.weights.h5"
 
 
 class PipelineClassifier(_PipelineWrapper, KerasClassifier):

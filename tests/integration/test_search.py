@@ -161,14 +161,36 @@ def test_failed_candidate_is_recorded_and_ranked_last(tmp_path, capsys):
     assert json.loads((run_dir / "run.json").read_text())["failed_candidates"] == {"1": failed["error"]}
 
 
-def test_checkpoints_are_unique_per_candidate_and_fold(tmp_path):
-    config = write_config(tmp_path, callbacks={"checkpoint": {"enabled": True, "monitor": "val_accuracy"}},
+def test_checkpoints_are_unique_per_candidate_and_fold_and_fused_ones_are_the_solo_files(tmp_path):
+    """Each fit's best weights in a file of its own; fused towers save the very files (names,
+    weights and optimizer state, to the fusion tolerance) that the fits trained alone save."""
+    import h5py
+
+    config = write_config(tmp_path, callbacks={"checkpoint": {"enabled": True, "monitor": "val_loss"}},
+                          training={"epochs": 3, "batch_size": 16},
                           search={"strategy": "grid", "params": {"model__init_mode": ["he_normal", "glorot_uniform"]}})
-    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
-    (run_dir,) = (tmp_path / "out").iterdir()
-    files = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    runs = {}
+    for name, overrides in {"fused": [], "alone": ["--set", "execution.fuse=false"]}.items():
+        assert run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet", *overrides]) == 0
+        (runs[name],) = (tmp_path / name).iterdir()
+    files = sorted(p.name for p in (runs["fused"] / "checkpoints").iterdir())
     # 2 candidates x 2 folds, plus the refit of the best candidate on the whole training split.
     assert len(files) == 5 and all(name.endswith(".weights.h5") for name in files)
+    assert files == sorted(p.name for p in (runs["alone"] / "checkpoints").iterdir())
+    assert (pd.read_csv(runs["fused"] / "results.csv")["fused_towers"] == 4).all()
+
+    def weights(path):
+        found = {}
+        with h5py.File(path) as handle:
+            handle.visititems(lambda key, item: found.update({key: item[()]}) if isinstance(item, h5py.Dataset) else None)
+        return found
+
+    for name in files:
+        fused, alone = weights(runs["fused"] / "checkpoints" / name), weights(runs["alone"] / "checkpoints" / name)
+        # 2 Dense layers' kernel and bias; Adam's step count, rate, and momentum and velocity of each
+        assert fused.keys() == alone.keys() and len(fused) == 4 + 2 + 8
+        for key in fused:
+            np.testing.assert_allclose(fused[key], alone[key], atol=2e-5, rtol=1e-4, err_msg=f"{name}: {key}")
 
 
 @pytest.mark.parametrize("overrides, message", [
