@@ -112,9 +112,12 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
 
 
 def _chunks(folds: list[Fold], candidates: list[tuple[str, Any]], max_towers: int) -> list[Job]:
-    """Jobs of at most `max_towers` fits: all folds with as many candidates as fit (or fewer folds)."""
+    """Jobs of at most `max_towers` fits: all folds with as many candidates as fit (or fewer folds),
+    the candidates spread evenly (33 in jobs of up to 16: 11, 11, 11, not 16, 16, 1; a job of
+    one would train alone)."""
     per_job_folds = min(len(folds), max_towers)
-    per_job_candidates = max(1, max_towers // per_job_folds)
+    most = max(1, max_towers // per_job_folds)
+    per_job_candidates = -(-len(candidates) // -(-len(candidates) // most))
     return [Job([k for k, _ in chunk], [c for _, c in chunk], folds[f:f + per_job_folds])
             for f in range(0, len(folds), per_job_folds)
             for chunk in (candidates[i:i + per_job_candidates] for i in range(0, len(candidates), per_job_candidates))]

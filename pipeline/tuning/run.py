@@ -63,7 +63,11 @@ def open_runner(config: ExperimentConfig) -> Iterator[Any]:
 
     execution = config.execution
     if execution.backend != "dask":
-        yield LocalRunner(execution.n_jobs or available_cores())
+        runner = LocalRunner(execution.n_jobs or available_cores())
+        try:
+            yield runner
+        finally:
+            runner.close()
         return
     from .cluster import DaskRunner, dask_client
 
@@ -95,17 +99,18 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     context = TrainingContext()
     execution = config.execution
     metrics = scoring_metrics(config, dataset.task)
-    with graceful_interrupt(context.stop), open_runner(config) as runner:
-        session = SearchSession(run_dir, context=context, runner=runner,
-                                max_towers=execution.max_towers if execution.fuse else 1,
-                                max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
-        estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
-                                    checkpoint_dir=checkpoint_dir)
-        search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
-        search.session = session
-        total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
-        with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
-            search.fit(dataset.x_train, dataset.y_train)
+    with graceful_interrupt(context.stop):
+        with open_runner(config) as runner:  # its workers end before the refit
+            session = SearchSession(run_dir, context=context, runner=runner,
+                                    max_towers=execution.max_towers if execution.fuse else 1,
+                                    max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
+            estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
+                                        checkpoint_dir=checkpoint_dir)
+            search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
+            search.session = session
+            total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
+            with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
+                search.fit(dataset.x_train, dataset.y_train)
 
         primary, *extra_metrics = metrics
         cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_

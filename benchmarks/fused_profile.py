@@ -1,0 +1,87 @@
+"""Where a fused search's time goes on this machine: import, first program, tracing, per-step
+overhead, per-tower compute, and the default grid's compute floor.
+
+Measures in one process (after a separate `import tensorflow` timing):
+- float32 matmul throughput at 2048x2048 and at a fused first layer's shape;
+- `fit_towers` on 5,333 random 784-feature samples (a fold of the default grid), 784-64-64-10
+  towers with Dropout 0.1, RMSprop, batch 128, validation split 0.1: the first program (TensorFlow
+  warm-up and tracing), another shape's first fit (tracing only), and the steady cost per step
+  (6 epochs minus 1 epoch on a traced program) for 1, 8 and 24 towers;
+- the default grid's training arithmetic (8 candidates x 3 folds + refit, 10 epochs) divided by
+  the measured matmul throughput.
+
+    python benchmarks/fused_profile.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+SAMPLES, FEATURES, HIDDEN, CLASSES, BATCH, VALIDATION = 5333, 784, 64, 10, 128, 0.1
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int = 50) -> float:
+    import tensorflow as tf
+
+    a, b = tf.random.uniform((m, k)), tf.random.uniform((k, n))
+    product = tf.function(lambda: tf.matmul(a, b))
+    product()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        product().numpy()
+    return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
+
+
+def timed_fit(cache, towers: int, epochs: int) -> float:
+    import numpy as np
+
+    from pipeline.spec.vocabulary import NetworkSpec, OptimizerSpec
+    from pipeline.training.towers import fit_towers
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((SAMPLES, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, SAMPLES)
+    specs = [NetworkSpec(hidden_layers=[HIDDEN, HIDDEN], dropout=0.1, init_mode="he_uniform")] * towers
+    started = time.perf_counter()
+    fit_towers(specs, X, y, task="classification", optimizers=[OptimizerSpec(name="rmsprop")] * towers, epochs=epochs,
+               batch_size=BATCH, validation_split=VALIDATION, steps_per_execution=32, seed=7, cache=cache)
+    return time.perf_counter() - started
+
+
+def training_flops(samples_epochs: float) -> float:
+    """Forward (2 flops per weight per sample) plus backward (gradients of weights and of the
+    hidden activations: about twice the forward, less the first layer's input gradient)."""
+    first, rest = FEATURES * HIDDEN, HIDDEN * HIDDEN + HIDDEN * CLASSES
+    return samples_epochs * (2 * (first + rest) + 2 * first + 4 * rest)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow"], check=True, capture_output=True)
+    print(f"import tensorflow in a fresh process: {time.perf_counter() - started:.1f} s")
+    from pipeline.training.context import ModelCache
+
+    big, fused = matmul_gflops(2048, 2048, 2048), matmul_gflops(BATCH, FEATURES, 8 * HIDDEN, repeats=2000)
+    print(f"matmul float32: {big:.0f} GFLOP/s at 2048x2048, {fused:.0f} GFLOP/s at {BATCH}x{FEATURES} @ "
+          f"{FEATURES}x{8 * HIDDEN} (8 towers' first layer)")
+    cache = ModelCache()
+    print(f"first program (8 towers, 1 epoch; Keras warm-up and tracing, TensorFlow already loaded): {timed_fit(cache, 8, 1):.2f} s")
+    steps = int(SAMPLES * (1 - VALIDATION) + BATCH - 1) // BATCH
+    print("\n| towers | first fit of this shape, 1 epoch (s) | steady ms per step | steady ms per tower-step |\n"
+          "|---|---|---|---|")
+    for towers in (1, 8, 24):
+        cache = ModelCache()  # a new shape: traced again
+        first = timed_fit(cache, towers, 1)
+        one, six = timed_fit(cache, towers, 1), timed_fit(cache, towers, 6)
+        per_step = (six - one) / 5 / steps * 1e3
+        print(f"| {towers} | {first:.2f} | {per_step:.1f} | {per_step / towers:.2f} |")
+    fits = 8 * 3 * SAMPLES * (1 - VALIDATION) * 10 + 8000 * (1 - VALIDATION) * 10  # sample-epochs of the grid
+    flops = training_flops(fits)
+    print(f"\ndefault grid's training arithmetic: {flops / 1e12:.2f} TFLOP; at {fused:.0f} GFLOP/s: "
+          f"{flops / fused / 1e9:.1f} s, at {big:.0f} GFLOP/s: {flops / big / 1e9:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
