@@ -18,6 +18,7 @@ candidate trains alone, so that every failure is recorded with its own reason.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -116,8 +117,8 @@ def _chunks(folds: list[Fold], candidates: list[tuple[str, Any]], max_towers: in
     the candidates spread evenly (33 in jobs of up to 16: 11, 11, 11, not 16, 16, 1; a job of
     one would train alone)."""
     per_job_folds = min(len(folds), max_towers)
-    most = max(1, max_towers // per_job_folds)
-    per_job_candidates = -(-len(candidates) // -(-len(candidates) // most))
+    n_jobs = math.ceil(len(candidates) / max(1, max_towers // per_job_folds))
+    per_job_candidates = math.ceil(len(candidates) / n_jobs)
     return [Job([k for k, _ in chunk], [c for _, c in chunk], folds[f:f + per_job_folds])
             for f in range(0, len(folds), per_job_folds)
             for chunk in (candidates[i:i + per_job_candidates] for i in range(0, len(candidates), per_job_candidates))]

@@ -9,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 from conftest import run_main, write_config
 
@@ -297,3 +299,40 @@ def test_memory_stays_flat_over_200_fits(tmp_path, capsys, fuse):
     assert all((r.trainer["fused"] or {}).get("towers", 0) == (10 if fuse else 0) for r in records)
     assert growth < 0.15
     assert slowdown < 1.5
+
+
+def test_a_local_worker_killed_mid_job_costs_no_candidate(tmp_path, capsys):
+    """n_jobs=2: this process and one worker process share four programs. SIGKILL the worker
+    once it runs: its jobs come back as lost (an incident, not the candidates'), train again in
+    a fresh worker, and every fit is recorded once, none failed."""
+    config = write_config(tmp_path, training={"epochs": 4, "batch_size": 16},
+                          search={"strategy": "grid", "params": {"model__init_mode": ["glorot_uniform", "he_normal",
+                                                                                      "lecun_uniform", "zeros"]}},
+                          execution={"n_jobs": 2, "max_towers": 2})
+    killed = []
+
+    def kill_the_first_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if "loky" in " ".join(child.cmdline()) and child.cpu_times().user > 1.0:
+                        child.kill()
+                        killed.append(child.pid)
+                except psutil.NoSuchProcess:
+                    continue
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    code = run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"])
+    killer.join()
+    assert killed, "no worker process was seen"
+    assert code == 0
+    assert "was lost (attempt 1 of 3): TerminatedWorkerError" in capsys.readouterr().err
+    (run_dir,) = (tmp_path / "out").iterdir()
+    records = read_journal(run_dir / "journal.jsonl")
+    assert len(records) == len({(r.key, r.fold) for r in records}) == 8 and not any(r.failed for r in records)
+    assert killed[0] not in {r.trainer["pid"] for r in records}
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["status"] == "finished" and run["incidents"] >= 1 and run["failed_candidates"] == {}
