@@ -118,7 +118,10 @@ def _in_workers(jobs: list[Job], X, y, scorer, workers: int, threads: int) -> Ou
 
     from joblib.externals.loky import get_reusable_executor
 
-    executor = get_reusable_executor(max_workers=workers)
+    from .supervisor import exit_with_parent
+
+    # exit_with_parent: a worker whose search was killed (SIGKILL) ends at once instead of lingering with its memory
+    executor = get_reusable_executor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
     futures = {executor.submit(train_in_worker, job, X, y, scorer, threads): job for job in jobs}
     for future in as_completed(futures):
         try:

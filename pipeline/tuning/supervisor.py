@@ -66,9 +66,11 @@ def _run_worker(run_dir: Path, fits_per_process: int) -> int:
             worker.kill()
 
 
-def exit_with_parent() -> None:
-    """In a worker: exit as soon as the supervisor is gone (e.g. killed with SIGKILL)."""
-    parent = os.getppid()
+def exit_with_parent(parent: int | None = None) -> None:
+    """In a worker process (the supervisor's, or a search's joblib worker): exit as soon as the
+    process that started it (pid `parent`, by default the present parent) is gone, e.g. killed
+    with SIGKILL, even if that happened before this call."""
+    parent = parent or os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
