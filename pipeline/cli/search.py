@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = finished(run_dir)
             config, dataset = resume_run(run_dir, given, record_execution=not done)
             if done:
-                print(f"{run_dir} is already finished: nothing to train (results: {run_dir}/report.html)")
+                _report_of_finished_run(run_dir)
                 return 0
         else:
             config = given
@@ -165,6 +165,18 @@ def _config_path(given: str | None, run_dir: Path | None) -> Path:
         if (base / DEFAULT_CONFIG).is_file():
             return base / DEFAULT_CONFIG
     raise PipelineError(f"no --config given and {DEFAULT_CONFIG} not found here; pass --config FILE")
+
+
+def _report_of_finished_run(run_dir: Path) -> None:
+    """A finished run has nothing to train; its report is rebuilt if the run was killed while
+    writing it (the run is marked finished just before, once every other file is written)."""
+    rebuild = not all((run_dir / name).is_file() for name in ("report.md", "report.html"))
+    if rebuild:
+        from ..review.report import write_report
+
+        write_report(run_dir)
+    print(f"{run_dir} is already finished: nothing to train{'; rebuilt its report' if rebuild else ''} "
+          f"(results: {run_dir}/report.html)")
 
 
 def _check_scheduler(address: str) -> None:

@@ -215,6 +215,20 @@ def test_resuming_a_finished_run_changes_nothing(tiny_search_run, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in tiny_search_run.rglob("*") if p.is_file()} == before
 
 
+def test_resuming_a_run_killed_while_writing_its_report_rebuilds_only_the_report(tiny_search_run, tmp_path, capsys):
+    """The last step of a run is its report, written after run.json says finished: a kill there
+    leaves a finished run without report, which --resume rebuilds without training anything."""
+    run_dir = Path(shutil.copytree(tiny_search_run, tmp_path / "run"))
+    (run_dir / "report.html").unlink()
+    kept = [run_dir / "journal.jsonl", run_dir / "results.csv", run_dir / "run.json", *(run_dir / "best_model").iterdir()]
+    before = {path: path.read_bytes() for path in kept}
+    assert run_main(search.main, ["--resume", run_dir]) == 0
+    assert "already finished: nothing to train; rebuilt its report" in capsys.readouterr().out
+    assert "status finished" in (run_dir / "report.md").read_text()
+    assert "<html" in (run_dir / "report.html").read_text().lower()
+    assert {path: path.read_bytes() for path in kept} == before
+
+
 def test_the_report_of_a_dead_run_says_it_stopped(tiny_search_run, tmp_path):
     from pipeline.core.files import run_lock
     from pipeline.review.report import RunFiles

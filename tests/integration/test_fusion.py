@@ -128,8 +128,9 @@ def test_folds_in_one_program_are_each_fold_trained_alone(digits):
     weights, per-epoch histories and outputs on each fold's test samples."""
     from sklearn.model_selection import StratifiedKFold
 
+    from pipeline.spec.vocabulary import OPTIMIZER
     from pipeline.training.towers import fit_towers, tower_weights
-    from pipeline.tuning.estimator import seeding
+    from pipeline.tuning.estimator import PipelineClassifier, seeding
 
     X, y = digits
     folds = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y))[:2]
@@ -145,9 +146,6 @@ def test_folds_in_one_program_are_each_fold_trained_alone(digits):
     for t in range(len(towers)):
         fold, member = divmod(t, len(TOWERS))
         train, test = folds[fold]
-        from pipeline.spec.vocabulary import OPTIMIZER
-        from pipeline.tuning.estimator import PipelineClassifier
-
         solo = PipelineClassifier(random_state=5, **OPTIMIZER.params(optimizers[t]),
                                   **{f"model__{k}": v for k, v in TOWERS[member].items()}, **fit).fit(X[train], y[train])
         for fused_w, solo_w in zip(weights[t], solo.model_.get_weights()):
