@@ -111,6 +111,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             os.fsync(stream.fileno())
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file, fsync and rename: all or nothing."""
+    with _replacing(Path(path), ".tmp") as temporary:
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+
+
 def write_json_atomic(path: str | Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=plain) + "\n")
 

@@ -343,10 +343,15 @@ class TowerEndings(keras.callbacks.Callback):
     the arrays to score are kept (`taken[tower][id(array)]`) and `ended[tower]` is the epoch
     count its history is cut at; once every tower has ended, the program stops. A tower with a
     checkpoint gets Keras' own `ModelCheckpoint` on its logs, which saves its best weights as
-    its solo model's weights file (`solo_models[tower]()` builds that model)."""
+    its solo model's weights file (`solo_models[tower]()` builds that model). With
+    `keep_states`, `states[tower]` is where a tower ended by its epochs stood (see
+    `pipeline.training.towers.TowerState`), unless early stopping or a checkpoint watch it."""
 
-    def __init__(self, towers, tower_epochs, early_stopping, arrays, checkpoints=None, solo_models=None):
+    def __init__(self, towers, tower_epochs, early_stopping, arrays, checkpoints=None, solo_models=None,
+                 keep_states=False):
         super().__init__()
+        self.keep_states = keep_states
+        self.states = {}
         self.towers, self.tower_epochs, self.arrays = list(towers), list(tower_epochs), list(arrays)
         self.early_stopping = list(early_stopping)  # per tower: an EarlyStoppingSpec, or None
         self.checkpoints = list(checkpoints or [None] * len(self.towers))  # per tower: (CheckpointSpec, path) or None
@@ -389,6 +394,10 @@ class TowerEndings(keras.callbacks.Callback):
             if epoch + 1 == last or (stopper is not None and stopper.model.stop_training):
                 if stopper is not None:
                     stopper.on_train_end()  # restores the tower's best weights, as Keras does
+                elif self.keep_states and t not in self.savers:
+                    from .towers import tower_state
+
+                    self.states[t] = tower_state(self.model, self.towers, t, epoch + 1)
                 ending.append(t)
                 self.ended[t] = epoch + 1
         if ending:

@@ -23,7 +23,7 @@ NaN weights without touching the others; it is reported failed.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -47,6 +47,22 @@ class InitialState:
 
     weights: list
     dropout_seeds: list
+
+
+@dataclass(frozen=True)
+class TowerState:
+    """Where a tower stood when its epochs ended, all its solo fit would carry into more epochs:
+    weights, optimizer steps and slots, Dropout streams, and the history so far. Successive
+    halving over epochs continues a round's survivors from it instead of retraining them (Keras
+    draws the same batch order in every epoch of a seeded fit, so epoch e+1 onwards is what a
+    longer solo fit would train)."""
+
+    epochs: int
+    iterations: int
+    weights: list
+    slots: dict[str, list]
+    dropout_seeds: list
+    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 def initial_state(tower: NetworkSpec, n_features: int, n_outputs: int, output_activation: str, seed: int | None,
@@ -102,7 +118,7 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
     return model
 
 
-def set_initial_state(model, states: Sequence[InitialState]) -> None:
+def set_initial_state(model, states: Sequence[InitialState | TowerState]) -> None:
     """Copy each tower's solo-model weights (kernel, bias per Dense layer) into its slices, and its
     Dropout layers' seed states into the fused dropout layers."""
     from .tower_layers import TowerDropout
@@ -112,27 +128,43 @@ def set_initial_state(model, states: Sequence[InitialState]) -> None:
         for t, state in enumerate(states):
             if state.dropout_seeds:
                 layer.generators[t].state.assign(state.dropout_seeds[depth])
-    for layer_index, layer in enumerate(dense_layers(model)):
-        kernel = np.zeros(layer.kernel.shape, dtype="float32")
-        bias = np.zeros(layer.bias.shape, dtype="float32")
-        for t, state in enumerate(states):
-            _write_slice(layer, kernel, bias, t, state.weights[2 * layer_index], state.weights[2 * layer_index + 1])
-        layer.kernel.assign(kernel)
-        layer.bias.assign(bias)
+    _write_towers(model, [state.weights for state in states], lambda variable: variable, zeros=True)
 
 
 def set_tower_weights(model, towers: Sequence[NetworkSpec], tower: int, weights: list[np.ndarray]) -> None:
     """Write one tower's weights (in its solo model's `get_weights()` order) into its slices."""
+    _write_towers(model, [weights if t == tower else None for t in range(len(towers))], lambda variable: variable)
+
+
+def continue_from(model, states: Sequence[TowerState]) -> None:
+    """Put every tower where its state says it stood: weights, Dropout streams, optimizer slots
+    and step count (one for all: the towers of a program step together)."""
+    optimizer = model.optimizer
+    if len({state.iterations for state in states}) != 1:
+        raise ValueError("towers continued in one program must have taken the same number of steps")
+    set_initial_state(model, states)
+    for slot, variables in optimizer.slots.items():
+        _write_towers(model, [state.slots[slot] for state in states],
+                      lambda variable: variables[optimizer._get_variable_index(variable)], zeros=True)
+    optimizer.iterations.assign(states[0].iterations)
+
+
+def _write_towers(model, values: Sequence[list | None], target: Callable, zeros: bool = False) -> None:
+    """Write each tower's values (a list in its solo model's `get_weights()` order, or None to
+    leave the tower as it is) into its slices of `target(variable)` for each fused kernel and
+    bias (the variable itself, or an optimizer slot stacked like it); with `zeros`, everything
+    not written (the padding of narrower towers) becomes zero."""
     for layer_index, layer in enumerate(dense_layers(model)):
-        kernel, bias = np.array(layer.kernel), np.array(layer.bias)
-        _write_slice(layer, kernel, bias, tower, weights[2 * layer_index], weights[2 * layer_index + 1])
-        layer.kernel.assign(kernel)
-        layer.bias.assign(bias)
-
-
-def _write_slice(layer, kernel: np.ndarray, bias: np.ndarray, tower: int, w: np.ndarray, b: np.ndarray) -> None:
-    kernel[layer.tower_slice(tower, *w.shape)] = w
-    bias[tower, : b.shape[0]] = b
+        kernel_variable, bias_variable = target(layer.kernel), target(layer.bias)
+        kernel = np.zeros(kernel_variable.shape, "float32") if zeros else np.array(kernel_variable)
+        bias = np.zeros(bias_variable.shape, "float32") if zeros else np.array(bias_variable)
+        for t, tower in enumerate(values):
+            if tower is not None:
+                w, b = tower[2 * layer_index], tower[2 * layer_index + 1]
+                kernel[layer.tower_slice(t, *w.shape)] = w
+                bias[t, : b.shape[0]] = b
+        kernel_variable.assign(kernel)
+        bias_variable.assign(bias)
 
 
 def tower_weights(model, towers: Sequence[NetworkSpec]) -> list[list[np.ndarray]]:
@@ -164,14 +196,31 @@ def copy_optimizer_state(model, towers: Sequence[NetworkSpec], tower: int, solo)
     own.iterations.assign(fused.iterations)
     if not callable(own._learning_rate):  # a rate of its own, not a decay schedule
         own.learning_rate.assign(np.asarray(fused.hyper["rates"])[tower])
-    slots = {}
-    for slot, variables in fused.slots.items():
-        cut = tower_values(model, towers, tower, lambda variable: np.asarray(variables[fused._get_variable_index(variable)]))
-        for variable, values in zip(solo.trainable_variables, cut):
-            slots[f"{variable.path.replace('/', '_')}_{slot}"] = values
+    slots = {f"{variable.path.replace('/', '_')}_{slot}": values
+             for slot, cut in tower_slots(model, towers, tower).items()
+             for variable, values in zip(solo.trainable_variables, cut)}
     for variable in own.variables:
         if variable.name in slots:
             variable.assign(slots[variable.name])
+
+
+def tower_slots(model, towers: Sequence[NetworkSpec], tower: int) -> dict[str, list[np.ndarray]]:
+    """Tower `tower`'s optimizer slots (momentum, velocity, ...) in its solo model's variable order."""
+    optimizer = model.optimizer
+
+    def cut(variables):  # copies: the slots go on changing as training goes on
+        return tower_values(model, towers, tower, lambda variable: np.array(variables[optimizer._get_variable_index(variable)]))
+
+    return {slot: cut(variables) for slot, variables in optimizer.slots.items()}
+
+
+def tower_state(model, towers: Sequence[NetworkSpec], tower: int, epochs: int) -> TowerState:
+    """Tower `tower` as it stands after `epochs` epochs (its history is added once training ends)."""
+    from .tower_layers import TowerDropout
+
+    dropout_seeds = [np.array(layer.generators[tower].state) for layer in model.layers if isinstance(layer, TowerDropout)]
+    return TowerState(epochs, int(model.optimizer.iterations), tower_values(model, towers, tower, np.array),
+                      tower_slots(model, towers, tower), dropout_seeds)
 
 
 @dataclass
@@ -179,13 +228,15 @@ class FittedTowers:
     """A trained fused model: per-tower histories, and `view(t)` for scoring tower t.
 
     A tower that trained for fewer epochs than the program (epochs as a shared prefix) is scored
-    from `snapshots`: the outputs on the arrays to score, taken when its last epoch ended."""
+    from `snapshots`: the outputs on the arrays to score, taken when its last epoch ended.
+    `states` holds, when asked for, where each tower stood then (see `TowerState`)."""
 
     model: Any
     histories: list[dict[str, list[float]]]
     task: str
     classes: np.ndarray | None
     snapshots: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)  # tower -> id(array) -> outputs
+    states: dict[int, TowerState] = field(default_factory=dict)
     _outputs: dict[int, tuple[Any, np.ndarray]] = field(default_factory=dict)
 
     def outputs(self, X) -> np.ndarray:
@@ -237,7 +288,8 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                shuffle: bool = True, steps_per_execution: int = 1, seed: int | None = None,
                seeding: Seeding | None = None, callbacks: Sequence = (), cache: ModelCache | None = None,
                score_on: Sequence[np.ndarray] = (),
-               checkpoints: Sequence[tuple[CheckpointSpec, str] | None] | None = None) -> FittedTowers:
+               checkpoints: Sequence[tuple[CheckpointSpec, str] | None] | None = None,
+               start: Sequence[TowerState] | None = None, keep_states: bool = False) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
     settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
     epochs (one number: all alike), early stopping `early_stopping[t]` and checkpoint
@@ -253,7 +305,11 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     fit of e epochs draws the same batches, dropout masks and rates in its e epochs as a longer
     one does in its first e) or when its own EarlyStopping stops it (best weights restored if
     asked). It is then scored from its outputs on `score_on` at that point, its history cut
-    there; the program runs until every tower has ended.
+    there; the program runs until every tower has ended. With `keep_states`, where each tower
+    stood then is kept too (`FittedTowers.states`; not for towers with early stopping or a
+    checkpoint, whose callbacks' state it would not hold); with `start` (one state per tower,
+    all after the same number of epochs), the towers continue from those states instead of
+    starting afresh, and their histories include the epochs before.
 
     Labels are encoded as scikeras encodes them (sorted classes -> 0..n-1); the model is built and
     trained under `seeding(seed)`, the seeding of a solo fit. With `cache`, the last fused model of
@@ -277,10 +333,13 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
         targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
     else:
         classes, targets, n_outputs, output_activation = None, y.astype("float32")[..., None], 1, "linear"
-    states = [cache.initial_state((tower, n_features, n_outputs, output_activation, seed),
-                                  lambda tower=tower: initial_state(tower, n_features, n_outputs, output_activation,
-                                                                    seed, seeding))
-              for tower in towers]
+    if start is None:
+        states = [cache.initial_state((tower, n_features, n_outputs, output_activation, seed),
+                                      lambda tower=tower: initial_state(tower, n_features, n_outputs,
+                                                                        output_activation, seed, seeding))
+                  for tower in towers]
+    elif len(start) != len(towers) or len({state.epochs for state in start}) != 1:
+        raise ValueError("continued towers need one state per tower, all after the same number of epochs")
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
     kind = kinds.pop()
     model, _ = cache.fused((shapes, folds, n_features, n_outputs, task, kind, steps_per_execution),
@@ -288,7 +347,11 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                                                      folds=folds, steps_per_execution=steps_per_execution))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
-    set_initial_state(model, states)
+    if start is None:
+        set_initial_state(model, states)
+    else:
+        continue_from(model, start)
+    initial_epoch = start[0].epochs if start else 0
     schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
                                in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
     tower_epochs = [epochs] * len(towers) if isinstance(epochs, int) else list(epochs)
@@ -297,15 +360,22 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                                    n_features=n_features, n_outputs=n_outputs, output_activation=output_activation,
                                    optimizer=optimizer, clear_session=False)
 
+    if any(epochs <= initial_epoch for epochs in tower_epochs):
+        raise ValueError("a continued tower must train more epochs than its state has")
     endings = TowerEndings(towers, tower_epochs, early_stopping or [None] * len(towers), score_on, checkpoints,
-                           [solo_model(tower, optimizer) for tower, optimizer in zip(towers, optimizers)])
+                           [solo_model(tower, optimizer) for tower, optimizer in zip(towers, optimizers)],
+                           keep_states=keep_states)
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
-        history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs),
+        history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs), initial_epoch=initial_epoch,
                             validation_split=validation_split, shuffle=shuffle,
                             callbacks=[schedule, endings, *callbacks], verbose=0)
-    histories = [{name: values[:endings.ended.get(t, len(values))] for name, values in tower.items()}
-                 for t, tower in enumerate(tower_histories(history.history, len(towers), task))]
-    return FittedTowers(model, histories, task, classes, endings.taken)
+    histories = []
+    for t, tower in enumerate(tower_histories(history.history, len(towers), task)):
+        before = start[t].history if start else {}
+        trained = endings.ended.get(t, initial_epoch + len(history.epoch)) - initial_epoch
+        histories.append({name: before.get(name, []) + values[:trained] for name, values in tower.items()})
+    states = {t: replace(state, history=histories[t]) for t, state in endings.states.items()}
+    return FittedTowers(model, histories, task, classes, endings.taken, states)
 
 
 def epoch_schedule(schedule: ScheduleSpec, optimizer: OptimizerSpec) -> Callable[[int], float] | None:

@@ -10,6 +10,11 @@ sets have the same size and classes (Keras' shuffling and validation split then 
 as its solo fit does); k-fold splits have at most two such sizes. Every other fit is a job of
 one, trained alone. A tower with a checkpoint saves its best weights as its solo fit's own file.
 
+Halving over epochs (`keep_states`): every fused tower's state when its epochs end comes back
+with the records (`Trained.states`), and a candidate of a later round whose folds all have a
+state after fewer epochs (`pipeline.tuning.continuations`) continues from there, in a program
+of towers continued from the same epoch.
+
 `train_job` returns one `FitRecord` per candidate, the same record however it trained. It
 raises only infrastructure errors (memory, disk, the stop request): the candidate's own
 failures are records. If a fused program fails as a whole for a candidate's reason, each
@@ -20,13 +25,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
 from ..training.single import divergence
+from .continuations import TowerStates, continuation_key
 from .records import FitRecord, candidate_key, fold_key, hyperparameters, is_infrastructure, params_key
 
 
@@ -42,11 +48,14 @@ class Fold:
 @dataclass
 class Job:
     """Candidates (estimators with their parameters set, no context or store) on folds: one fit
-    per (fold, candidate), fold-major."""
+    per (fold, candidate), fold-major. `starts` has each fit's state to continue from, by
+    (candidate key, fold key), for all fits or none; `keep_states` asks for the states at the end."""
 
     keys: list[str]
     candidates: list[Any]
     folds: list[Fold]
+    starts: dict[tuple[str, str], Any] = field(default_factory=dict)
+    keep_states: bool = False
 
     @property
     def size(self) -> int:
@@ -54,6 +63,15 @@ class Job:
 
     def fits(self) -> list[tuple[Fold, str, Any]]:
         return [(fold, key, candidate) for fold in self.folds for key, candidate in zip(self.keys, self.candidates)]
+
+
+@dataclass
+class Trained:
+    """A job's outcome: one record per fit, and (with `keep_states`) the fused towers' states by
+    (continuation key, fold key)."""
+
+    records: list[FitRecord]
+    states: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 # Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
@@ -74,12 +92,15 @@ def group_key(params: dict[str, Any]) -> str | None:
     return params_key(shared)
 
 
-def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store, max_towers: int) -> list[Job]:
+def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store, max_towers: int,
+              states: TowerStates | None = None) -> list[Job]:
     """The jobs for every fit of these candidates on `cv`'s folds that `store` has no record of.
 
     A group's candidates with the same pending folds of one shape (training-set size and
     classes) share jobs of at most `max_towers` fits. A candidate listed twice (a random search
-    drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own."""
+    drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own.
+    With `states` (halving over epochs), fused jobs keep their towers' states, and candidates
+    that can continue from states of the same epoch share jobs of their own."""
     from sklearn.base import clone
 
     groups: dict[tuple[str, Any], list[tuple[str, Any]]] = {}  # ("fused", key) or ("alone", number)
@@ -101,15 +122,34 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
     jobs = []
     for (kind, _), members in groups.items():
         for alike in shapes.values():
-            by_pending: dict[tuple[str, ...], list[tuple[str, Any]]] = {}
+            by_pending: dict[tuple, list[tuple[str, Any]]] = {}
+            starts: dict[tuple[str, str], Any] = {}
             for key, candidate in members:
                 pending = tuple(fold.key for fold in alike if store.lookup(key, fold.key) is None)
+                found = _starts(candidate, key, pending, states) if kind == "fused" and states is not None else {}
+                starts.update(found)
                 if pending:
-                    by_pending.setdefault(pending, []).append((key, candidate))
-            for pending, candidates in by_pending.items():
-                jobs += _chunks([fold for fold in alike if fold.key in pending], candidates,
-                                max_towers if kind == "fused" else 1)
+                    start_epochs = next(iter(found.values())).epochs if found else 0
+                    by_pending.setdefault((pending, start_epochs), []).append((key, candidate))
+            for (pending, _), candidates in by_pending.items():
+                for job in _chunks([fold for fold in alike if fold.key in pending], candidates,
+                                   max_towers if kind == "fused" else 1):
+                    job.keep_states = kind == "fused" and states is not None
+                    job.starts = {(key, fold.key): starts[key, fold.key] for fold, key, _ in job.fits()
+                                  if (key, fold.key) in starts}
+                    jobs.append(job)
     return jobs
+
+
+def _starts(candidate, key: str, folds: tuple[str, ...], states: TowerStates) -> dict[tuple[str, str], Any]:
+    """The states this candidate's pending folds continue from: one per fold, all after the same
+    number of epochs (fewer than the candidate's), or none (it trains from the start)."""
+    settings = candidate.get_params()
+    found = {fold: states.latest(continuation_key(settings), fold, before=candidate.epochs) for fold in folds}
+    if not folds or any(state is None for state in found.values()) or \
+            len({state.epochs for state in found.values()}) != 1:
+        return {}
+    return {(key, fold): state for fold, state in found.items()}
 
 
 def _chunks(folds: list[Fold], candidates: list[tuple[str, Any]], max_towers: int) -> list[Job]:
@@ -124,20 +164,21 @@ def _chunks(folds: list[Fold], candidates: list[tuple[str, Any]], max_towers: in
             for chunk in (candidates[i:i + per_job_candidates] for i in range(0, len(candidates), per_job_candidates))]
 
 
-def train_job(job: Job, X, y, scorer, context) -> list[FitRecord]:
-    """Train one job's fits (as towers of one program when there are several)."""
-    if job.size > 1:
+def train_job(job: Job, X, y, scorer, context) -> Trained:
+    """Train one job's fits (as towers of one program when there are several, or when states are
+    to be kept or continued from: a program of one tower is the fit trained alone)."""
+    if job.size > 1 or job.starts or job.keep_states:
         try:
             return _train_fused(job, X, y, scorer, context)
         except Exception as error:
             if is_infrastructure(error):
                 raise
-    return [train_alone(key, candidate, fold.key, X[fold.train], y[fold.train], X[fold.test], y[fold.test], scorer,
-                        context)
-            for fold, key, candidate in job.fits()]
+    return Trained([train_alone(key, candidate, fold.key, X[fold.train], y[fold.train], X[fold.test], y[fold.test],
+                                scorer, context)
+                    for fold, key, candidate in job.fits()])
 
 
-def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
+def _train_fused(job: Job, X, y, scorer, context) -> Trained:
     """One program, a tower per (fold, candidate): each fold's samples side by side as the input."""
     from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
@@ -161,10 +202,13 @@ def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
         callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),
         checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
                      if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
+        start=[job.starts[key, fold.key] for fold, key, _ in fits] if job.starts else None, keep_states=job.keep_states,
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),
              "towers": job.size}
+    if job.starts:  # the epochs trained before, in an earlier round
+        fused["continued_from"] = next(iter(job.starts.values())).epochs
     records = []
     for tower, (fold, key, candidate) in enumerate(fits):
         history = fitted.histories[tower]
@@ -175,7 +219,8 @@ def _train_fused(job: Job, X, y, scorer, context) -> list[FitRecord]:
                                     history=history, fused=fused,
                                     failure=("diverged", f"TrainingDiverged: {diverged}") if diverged else None,
                                     **scores))
-    return records
+    states = {(continuation_key(each[tower]), fits[tower][0].key): state for tower, state in fitted.states.items()}
+    return Trained(records, states)
 
 
 def train_alone(key: str, candidate, fold: str, X_train, y_train, X_test, y_test, scorer, context) -> FitRecord:

@@ -103,7 +103,9 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         with open_runner(config) as runner:  # its workers end before the refit
             session = SearchSession(run_dir, context=context, runner=runner,
                                     max_towers=execution.max_towers if execution.fuse else 1,
-                                    max_consecutive_failures=execution.max_consecutive_failures, budget=budget)
+                                    max_consecutive_failures=execution.max_consecutive_failures, budget=budget,
+                                    continue_rounds=config.search.strategy.startswith("halving")
+                                    and config.search.resource == "epochs")
             estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
                                         checkpoint_dir=checkpoint_dir)
             search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
@@ -111,6 +113,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
             total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
             with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
                 search.fit(dataset.x_train, dataset.y_train)
+            if session.states is not None:
+                session.states.clear()  # every round is done: nothing left to continue
 
         primary, *extra_metrics = metrics
         cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_
@@ -146,6 +150,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         failed_candidates=_failures(results),
         execution=execution.model_dump(mode="json"),
         fused_candidates=sorted(int(c) for c in results.loc[results["fused_towers"] > 0, "candidate"]),
+        continued_fits=sum(1 for record in records if (record.trainer.get("fused") or {}).get("continued_from")),
         incidents=len(read_incidents(run_dir)),
         best_params={k: plain_value(k, v) for k, v in best.items()},
         best_cv_score=float(chosen["mean_test_score"]),

@@ -1,7 +1,8 @@
 """Where jobs train: in the search's process, or in local worker processes (the Dask runner is in
 `pipeline.tuning.cluster`).
 
-A runner's `run(jobs, X, y, scorer, context)` yields `(job, records)` as jobs finish, or
+A runner's `run(jobs, X, y, scorer, context)` yields `(job, trained)` as jobs finish (the
+`Trained` records and states of `train_job`), or
 `(job, error)` for a job lost to an infrastructure failure (out of memory, a killed worker),
 which the session logs and retries; a candidate's own failure is already a record.
 """
@@ -65,13 +66,13 @@ class LocalRunner:
 def _here(jobs: list[Job], X, y, scorer, context) -> Outcome:
     for job in jobs:
         try:
-            records = train_job(job, X, y, scorer, context)
+            trained = train_job(job, X, y, scorer, context)
         except Exception as error:
             if not is_infrastructure(error):
                 raise
             yield job, error
             continue
-        yield job, records
+        yield job, trained
 
 
 class _Background:

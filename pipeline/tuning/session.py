@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import RunFailed
-from .engine import plan_jobs
+from .continuations import TowerStates
+from .engine import Trained, plan_jobs
 from .records import InfrastructureFailure, resident_mb
 from .store import JOURNAL_NAME, FitStore, log_incident
 
@@ -75,9 +76,12 @@ class SearchSession:
     """The state of one search in this process; nothing of it is global, so searches never share it."""
 
     def __init__(self, run_dir: str | Path, *, context, runner, max_towers: int = 16,
-                 max_consecutive_failures: int | None = None, budget: FitBudget | None = None, attempts: int = 3):
+                 max_consecutive_failures: int | None = None, budget: FitBudget | None = None, attempts: int = 3,
+                 continue_rounds: bool = False):
         self.run_dir = Path(run_dir)
         self.store = FitStore(self.run_dir / JOURNAL_NAME)
+        # halving over epochs, fused: a round's survivors continue from where they stopped
+        self.states = TowerStates(self.run_dir) if continue_rounds and max_towers > 1 else None
         self.context, self.runner, self.max_towers = context, runner, max_towers
         self.max_consecutive_failures = max_consecutive_failures
         self.budget = budget or FitBudget()
@@ -88,7 +92,7 @@ class SearchSession:
         import numpy as np
 
         X, y = np.asarray(X), np.asarray(y)
-        jobs = plan_jobs(estimator, candidate_params, cv, X, y, self.store, self.max_towers)
+        jobs = plan_jobs(estimator, candidate_params, cv, X, y, self.store, self.max_towers, self.states)
         allowed = [job for job in jobs if self.budget.allows(job.size)]
         pending = allowed
         for attempt in range(1, self.attempts + 1):
@@ -112,7 +116,13 @@ class SearchSession:
         if len(allowed) < len(jobs):
             raise RecycleWorker
 
-    def _record(self, records) -> None:
+    def _record(self, trained: Trained) -> None:
+        for (key, fold), state in trained.states.items():  # before the records: a record means its state is kept
+            try:
+                self.states.add(key, fold, state)
+            except OSError as error:
+                raise InfrastructureStop(f"cannot keep a fit's state for the next round: {error}") from None
+        records = trained.records
         for record in records:
             try:
                 self.store.append(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,45 @@ def test_towers_with_fewer_epochs_are_the_candidates_trained_for_those_epochs(di
             np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
         np.testing.assert_allclose(fused.view(t).predict_proba(X_test), solo.model_.predict(X_test, verbose=0),
                                    atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+
+
+@pytest.mark.parametrize("settings", ["adam", "sgd-schedules"])
+def test_towers_continued_from_their_state_are_the_longer_solo_fits(digits, settings):
+    """Halving's continuation: towers trained 2 epochs keep their state (weights, optimizer
+    steps and slots, dropout streams, history); continued in a new program for 3 and then 5
+    or 4 epochs in all, each equals its candidate trained alone for that many epochs from the
+    start (time decay, Adam's step count and epoch schedules included)."""
+    from pipeline.spec.vocabulary import OPTIMIZER, SCHEDULE
+    from pipeline.training.context import ModelCache
+    from pipeline.training.towers import fit_towers, tower_weights
+    from pipeline.tuning.estimator import PipelineClassifier, seeding
+
+    X, y = digits
+    towers, optimizers = [NetworkSpec(**t) for t in TOWERS], SETTINGS[settings]
+    schedules = SCHEDULES if settings.endswith("schedules") else [ScheduleSpec()] * len(towers)
+    fit = dict(batch_size=32, validation_split=0.1, shuffle=True)
+    common = dict(task="classification", optimizers=optimizers, schedules=schedules, seed=5, seeding=seeding,
+                  keep_states=True, cache=ModelCache(), **fit)
+    first = fit_towers(towers, X, y, epochs=2, **common)
+    assert sorted(first.states) == [0, 1, 2] and {s.epochs for s in first.states.values()} == {2}
+    second = fit_towers(towers, X, y, epochs=3, start=[first.states[t] for t in range(3)], **common)
+    epochs, X_test = [5, 4, 5], X[:100]
+    last = fit_towers(towers, X, y, epochs=epochs, start=[second.states[t] for t in range(3)], score_on=(X_test,),
+                      **common)
+    for t, spec in enumerate(TOWERS):
+        solo = PipelineClassifier(random_state=5, epochs=epochs[t], **OPTIMIZER.params(optimizers[t]),
+                                  **SCHEDULE.params(schedules[t]), **{f"model__{k}": v for k, v in spec.items()},
+                                  **fit).fit(X, y)
+        assert {name: len(values) for name, values in last.histories[t].items()} == \
+            {name: epochs[t] for name in solo.history_}
+        for name, values in solo.history_.items():
+            np.testing.assert_allclose(last.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL,
+                                       err_msg=f"tower {t}: {name}")
+        np.testing.assert_allclose(last.view(t).predict_proba(X_test), solo.model_.predict(X_test, verbose=0),
+                                   atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+        if epochs[t] == max(epochs):
+            for fused_w, solo_w in zip(tower_weights(last.model, towers)[t], solo.model_.get_weights()):
+                np.testing.assert_allclose(fused_w, solo_w, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
 
 
 def test_folds_in_one_program_are_each_fold_trained_alone(digits):
@@ -241,6 +281,66 @@ def test_a_fused_search_reports_what_separate_fits_report(tmp_path):
     run = json.loads((fused_dir / "run.json").read_text())
     assert run["fused_candidates"] == list(range(9))
     assert json.loads((alone_dir / "run.json").read_text())["fused_candidates"] == []
+
+
+HALVING = {"strategy": "halving-grid", "resource": "epochs", "factor": 2, "min_resources": 1,
+           "params": {"model__init_mode": ["he_normal", "zeros", "glorot_uniform", "lecun_uniform"]}}
+
+
+def _halving(tmp_path, name, **execution):
+    from pipeline.search import main
+
+    config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution, search=HALVING,
+                          model={"hidden_layers": [16], "dropout": 0.2}, training={"epochs": 4, "batch_size": 32})
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet"]) == 0
+    (run_dir,) = (tmp_path / name).iterdir()
+    return run_dir
+
+
+def test_halving_continues_survivors_with_the_results_of_retraining_them(tmp_path):
+    """Halving over epochs (4 candidates at 1 epoch, 2 at 2, 1 at 4; 2 folds): fused, each
+    round's survivors continue from where the last round left them; the results (scores of every
+    round, ranks, who is promoted, histories) equal those of the search trained alone, where
+    scikit-learn retrains every round from scratch."""
+    fused_dir, alone_dir = _halving(tmp_path, "fused"), _halving(tmp_path, "alone", fuse=False)
+    fused, alone = (pd.read_csv(d / "results.csv").sort_values(["iter", "candidate"]) for d in (fused_dir, alone_dir))
+    assert list(fused["iter"]) == list(alone["iter"]) == [0, 0, 0, 0, 1, 1, 2]
+    for column in ("fold0_test_score", "fold1_test_score", "mean_train_score", "rank", "n_resources"):
+        np.testing.assert_allclose(fused[column], alone[column], atol=1e-9, err_msg=column)
+    records = [json.loads(line) for line in (fused_dir / "journal.jsonl").read_text().splitlines()]
+    continued = Counter(r["trainer"]["fused"].get("continued_from") for r in records)
+    assert continued == {None: 8, 1: 4, 2: 2}  # round 0 from scratch; rounds 1 and 2 continued
+    histories = {(r["key"], r["fold"]): r["history"] for r in
+                 (json.loads(line) for line in (alone_dir / "journal.jsonl").read_text().splitlines())}
+    for record in records:
+        for name, values in histories[record["key"], record["fold"]].items():
+            np.testing.assert_allclose(record["history"][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
+    assert json.loads((fused_dir / "run.json").read_text())["continued_fits"] == 6
+    assert json.loads((alone_dir / "run.json").read_text())["continued_fits"] == 0
+    assert not (fused_dir / "continuations").exists()  # removed once the search is done
+
+
+def test_tower_states_round_trip_and_a_damaged_one_is_ignored(tmp_path):
+    from pipeline.training.towers import TowerState
+    from pipeline.tuning.continuations import TowerStates
+
+    states = TowerStates(tmp_path)
+    state = TowerState(epochs=3, iterations=42, weights=[np.ones((4, 2), "float32"), np.zeros(2, "float32")],
+                       slots={"momentum": [np.full((4, 2), 0.5, "float32"), np.ones(2, "float32")]},
+                       dropout_seeds=[np.array([1, 2], "int64")], history={"loss": [0.9, 0.5, 0.4]})
+    states.add("cand", "fold", state)
+    states.add("cand", "fold", TowerState(9, 99, [], {}, []))
+    assert states.latest("cand", "fold", before=3) is None and states.latest("other", "fold", before=9) is None
+    back = states.latest("cand", "fold", before=9)
+    assert (back.epochs, back.iterations, back.history) == (3, 42, {"loss": [0.9, 0.5, 0.4]})
+    for got, want in zip(back.weights + back.slots["momentum"] + back.dropout_seeds,
+                         state.weights + state.slots["momentum"] + state.dropout_seeds):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    (tmp_path / "continuations" / "cand-fold-00003.npz").write_bytes(b"not a state")
+    assert states.latest("cand", "fold", before=9) is None  # trains from the start instead
+    states.clear()
+    assert not (tmp_path / "continuations").exists()
 
 
 def test_a_reused_fused_model_trains_like_a_new_one(digits):
