@@ -3,10 +3,11 @@ overhead, per-tower compute, and the default grid's compute floor.
 
 Measures in one process (after a separate `import tensorflow` timing):
 - float32 matmul throughput at 2048x2048 and at a fused first layer's shape;
-- `fit_towers` on 5,333 random 784-feature samples (a fold of the default grid), 784-64-64-10
-  towers with Dropout 0.1, RMSprop, batch 128, validation split 0.1: the first program (TensorFlow
-  warm-up and tracing), another shape's first fit (tracing only), and the steady cost per step
-  (6 epochs minus 1 epoch on a traced program) for 1, 8 and 24 towers;
+- `fit_towers` on 5,333 random 784-feature samples per fold (a fold of the default grid),
+  784-64-64-10 towers with Dropout 0.1, RMSprop, batch 128, validation split 0.1: the first
+  program (TensorFlow warm-up and tracing), another shape's first fit (tracing only), and the
+  steady cost per step (6 epochs minus 1 epoch on a traced program) for 1, 8 and 24 towers on
+  one fold and 24 towers on 3 folds (the default grid's program);
 - the default grid's training arithmetic (8 candidates x 3 folds + refit, 10 epochs) divided by
   the measured matmul throughput.
 
@@ -34,14 +35,14 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int = 50) -> float:
     return 2 * m * k * n * repeats / (time.perf_counter() - started) / 1e9
 
 
-def timed_fit(cache, towers: int, epochs: int) -> float:
+def timed_fit(cache, towers: int, epochs: int, folds: int = 1) -> float:
     import numpy as np
 
     from pipeline.spec.vocabulary import NetworkSpec, OptimizerSpec
     from pipeline.training.towers import fit_towers
 
     rng = np.random.default_rng(0)
-    X, y = rng.random((SAMPLES, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, SAMPLES)
+    X, y = rng.random((SAMPLES, folds, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, (SAMPLES, folds))
     specs = [NetworkSpec(hidden_layers=[HIDDEN, HIDDEN], dropout=0.1, init_mode="he_uniform")] * towers
     started = time.perf_counter()
     fit_towers(specs, X, y, task="classification", optimizers=[OptimizerSpec(name="rmsprop")] * towers, epochs=epochs,
@@ -68,14 +69,14 @@ def main() -> int:
     cache = ModelCache()
     print(f"first program (8 towers, 1 epoch; Keras warm-up and tracing, TensorFlow already loaded): {timed_fit(cache, 8, 1):.2f} s")
     steps = int(SAMPLES * (1 - VALIDATION) + BATCH - 1) // BATCH
-    print("\n| towers | first fit of this shape, 1 epoch (s) | steady ms per step | steady ms per tower-step |\n"
-          "|---|---|---|---|")
-    for towers in (1, 8, 24):
+    print("\n| towers | folds | first fit of this shape, 1 epoch (s) | steady ms per step | steady ms per tower-step |\n"
+          "|---|---|---|---|---|")
+    for towers, folds in ((1, 1), (8, 1), (24, 1), (24, 3)):  # 24 on 3 folds: the default grid's one program
         cache = ModelCache()  # a new shape: traced again
-        first = timed_fit(cache, towers, 1)
-        one, six = timed_fit(cache, towers, 1), timed_fit(cache, towers, 6)
+        first = timed_fit(cache, towers, 1, folds)
+        one, six = timed_fit(cache, towers, 1, folds), timed_fit(cache, towers, 6, folds)
         per_step = (six - one) / 5 / steps * 1e3
-        print(f"| {towers} | {first:.2f} | {per_step:.1f} | {per_step / towers:.2f} |")
+        print(f"| {towers} | {folds} | {first:.2f} | {per_step:.1f} | {per_step / towers:.2f} |")
     fits = 8 * 3 * SAMPLES * (1 - VALIDATION) * 10 + 8000 * (1 - VALIDATION) * 10  # sample-epochs of the grid
     flops = training_flops(fits)
     print(f"\ndefault grid's training arithmetic: {flops / 1e12:.2f} TFLOP; at {fused:.0f} GFLOP/s: "

@@ -117,7 +117,7 @@ class ExecutionConfig(Spec):
     # Candidates that differ only inside the model train together as towers of one program
     # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True
-    max_towers: int = Field(16, ge=2)
+    max_towers: int = Field(24, ge=2)
     # Worker processes for fused groups (null = one per CPU core), each with cores / n_jobs TensorFlow threads.
     n_jobs: int | None = Field(None, gt=0)
     # Fits train in worker processes that a fresh one replaces after this many fits, or once the

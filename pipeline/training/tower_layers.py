@@ -12,16 +12,16 @@ from ..core.runtime import keras as _keras
 keras = _keras()
 
 
-def tower_targets(y_true, n_towers: int, folds: int):
-    """(batch, towers) each tower's target: `y_true` is (batch, folds) (or (batch, folds, 1) for
-    regression, so that Keras does not squeeze the outputs), and the towers are fold-major (the
-    first towers/folds towers train on fold 0, and so on)."""
-    return keras.ops.repeat(keras.ops.reshape(y_true, (-1, folds)), n_towers // folds, axis=1)
+def tower_targets(y_true, n_towers: int, folds: int, part: int = 0):
+    """(batch, towers) each tower's target (`part` 0) or its weight (`part` 1): `y_true` is
+    (batch, folds, 2), [target, weight] per fold (see `pipeline.training.fold_batches`), and the
+    towers are fold-major (the first towers/folds towers train on fold 0, and so on)."""
+    return keras.ops.repeat(y_true[:, :, part], n_towers // folds, axis=1)
 
 
 def per_tower_loss(task: str, folds: int, y_true, y_pred):
-    """(batch, towers) losses: cross-entropy (from the softmax's logits, as Keras does for one
-    model) or mean squared error. `y_pred` is (batch, towers, outputs)."""
+    """(batch, towers) losses, unweighted: cross-entropy (from the softmax's logits, as Keras does
+    for one model) or mean squared error. `y_pred` is (batch, towers, outputs)."""
     targets = tower_targets(y_true, y_pred.shape[1], folds)
     if task == "classification":
         return keras.losses.sparse_categorical_crossentropy(keras.ops.cast(targets, "int32"), y_pred)
@@ -30,10 +30,12 @@ def per_tower_loss(task: str, folds: int, y_true, y_pred):
 
 
 def summed_loss(task: str, folds: int):
-    """Per sample: the towers' losses summed, so Keras' batch mean gives sum over towers of each
-    tower's own batch-mean loss (and each tower its own gradient)."""
+    """Per sample: the towers' weighted losses summed, so Keras' batch mean gives the sum over
+    towers of each tower's own batch-mean loss (and each tower its own gradient; padding and the
+    weights of a shorter fold's last batch in `pipeline.training.fold_batches`)."""
     def loss(y_true, y_pred):
-        return keras.ops.sum(per_tower_loss(task, folds, y_true, y_pred), axis=1)
+        weights = tower_targets(y_true, y_pred.shape[1], folds, part=1)
+        return keras.ops.sum(per_tower_loss(task, folds, y_true, y_pred) * weights, axis=1)
 
     return loss
 
@@ -171,20 +173,21 @@ class TowerMetrics(keras.metrics.Metric):
         object.__setattr__(self, "dense_layers", tuple(dense_layers))  # read, not tracked, by the metric
         self.loss_sum = self.add_variable(shape=(n_towers,), initializer="zeros", name="loss_sum")
         self.correct = self.add_variable(shape=(n_towers,), initializer="zeros", name="correct")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        self.count = self.add_variable(shape=(n_towers,), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         ops = keras.ops
-        batch = ops.cast(ops.shape(y_pred)[0], "float32")
-        self.loss_sum.assign_add(ops.sum(per_tower_loss(self.task, self.folds, y_true, y_pred), axis=0))
+        real = ops.cast(tower_targets(y_true, self.n_towers, self.folds, part=1) > 0, "float32")  # not padding
+        samples = ops.sum(real, axis=0)
+        self.loss_sum.assign_add(ops.sum(per_tower_loss(self.task, self.folds, y_true, y_pred) * real, axis=0))
         penalties = [layer.penalty() for layer in self.dense_layers if layer.penalties.any()]
         if penalties:
-            self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * batch)
+            self.loss_sum.assign_add(ops.sum(ops.stack(penalties), axis=0) * samples)
         if self.task == "classification":
             predicted = ops.argmax(y_pred, axis=-1)
             labels = ops.cast(tower_targets(y_true, self.n_towers, self.folds), predicted.dtype)
-            self.correct.assign_add(ops.sum(ops.cast(predicted == labels, "float32"), axis=0))
-        self.count.assign_add(batch)
+            self.correct.assign_add(ops.sum(ops.cast(predicted == labels, "float32") * real, axis=0))
+        self.count.assign_add(samples)
 
     def result(self):
         loss = self.loss_sum / keras.ops.maximum(self.count, 1.0)

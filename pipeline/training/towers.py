@@ -31,6 +31,7 @@ import numpy as np
 from ..spec.vocabulary import CheckpointSpec, EarlyStoppingSpec, NetworkSpec, OptimizerSpec, ScheduleSpec
 from .context import ModelCache
 from .factory import build_model
+from .fold_batches import fold_batches
 from .schedules import schedule_function
 
 # Prediction needs no small batches: bigger ones only cut per-batch overhead.
@@ -245,11 +246,13 @@ class FittedTowers:
             self._outputs[id(X)] = (X, predict_towers(self.model, X))
         return self._outputs[id(X)][1]
 
-    def view(self, tower: int):
-        """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers."""
+    def view(self, tower: int, rows: dict[int, int] | None = None):
+        """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers; on an
+        array X with `rows[id(X)]`, only its first rows (the tower's fold's, not the padding)."""
         def outputs(X):
             snapshot = self.snapshots.get(tower, {}).get(id(X))
-            return snapshot if snapshot is not None else self.outputs(X)[:, tower, :]
+            values = snapshot if snapshot is not None else self.outputs(X)[:, tower, :]
+            return values[: (rows or {}).get(id(X))]
 
         return fitted_view(outputs, self.task, self.classes)
 
@@ -289,17 +292,19 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                seeding: Seeding | None = None, callbacks: Sequence = (), cache: ModelCache | None = None,
                score_on: Sequence[np.ndarray] = (),
                checkpoints: Sequence[tuple[CheckpointSpec, str] | None] | None = None,
-               start: Sequence[TowerState] | None = None, keep_states: bool = False) -> FittedTowers:
+               start: Sequence[TowerState] | None = None, keep_states: bool = False,
+               rows: Sequence[int] | None = None) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
     settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
     epochs (one number: all alike), early stopping `early_stopping[t]` and checkpoint
     `checkpoints[t]` (its spec and the weights file its solo fit would write).
 
-    `X` is (samples, features) with labels `y` (samples,), or F folds' training sets of one
-    size side by side, (samples, F, features) with `y` (samples, F): towers are then fold-major
-    (the first T/F train on fold 0, ...) and each sees its fold's batches in the order its solo
-    fit draws them (Keras shuffles, and splits off validation data, along the sample axis, which
-    depends on the sample count only). Scoring arrays in `score_on` have the same layout.
+    `X` is (samples, features) with labels `y` (samples,), or F folds' training sets side by
+    side, (samples, F, features) with `y` (samples, F), fold f's `rows[f]` samples first (a
+    shorter fold padded after them; all rows by default): towers are then fold-major (the first
+    T/F train on fold 0, ...) and each sees its fold's batches in the order its solo fit draws
+    them (`pipeline.training.fold_batches`; the folds need the same number of batches per
+    epoch). Scoring arrays in `score_on` have the same layout.
 
     A tower ends where its solo fit would: after its epochs (epochs are a shared prefix: a solo
     fit of e epochs draws the same batches, dropout masks and rates in its e epochs as a longer
@@ -326,13 +331,17 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     if X.ndim == 2:
         X, y = X[:, None, :], y.reshape(-1, 1)
     folds, n_features = X.shape[1], X.shape[2]
+    rows = list(rows) if rows is not None else [len(X)] * folds
+    labels = [y[:n, fold] for fold, n in enumerate(rows)]
     if task == "classification":
-        classes = np.unique(y)
-        if any(len(np.unique(y[:, fold])) != len(classes) for fold in range(folds)):
+        classes = np.unique(np.concatenate(labels))
+        if any(len(np.unique(fold_labels)) != len(classes) for fold_labels in labels):
             raise ValueError("folds with different classes cannot share a program (their models differ)")
         targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
     else:
-        classes, targets, n_outputs, output_activation = None, y.astype("float32")[..., None], 1, "linear"
+        classes, targets, n_outputs, output_activation = None, y.astype("float32"), 1, "linear"
+    data = fold_batches(X, targets, rows, validation_split=validation_split, batch_size=batch_size, shuffle=shuffle,
+                        seed=seed, seeding=seeding)
     if start is None:
         states = [cache.initial_state((tower, n_features, n_outputs, output_activation, seed),
                                       lambda tower=tower: initial_state(tower, n_features, n_outputs,
@@ -366,8 +375,8 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                            [solo_model(tower, optimizer) for tower, optimizer in zip(towers, optimizers)],
                            keep_states=keep_states)
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
-        history = model.fit(X, targets, batch_size=batch_size, epochs=max(tower_epochs), initial_epoch=initial_epoch,
-                            validation_split=validation_split, shuffle=shuffle,
+        history = model.fit(data.x, data.y, batch_size=batch_size, epochs=max(tower_epochs), initial_epoch=initial_epoch,
+                            validation_data=data.validation, shuffle=False,
                             callbacks=[schedule, endings, *callbacks], verbose=0)
     histories = []
     for t, tower in enumerate(tower_histories(history.history, len(towers), task)):

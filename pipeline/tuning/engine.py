@@ -5,10 +5,10 @@ network (initializer, widths, activation, dropout, L1/L2), the optimizer's setti
 rate, decay, momentum, Nesterov, rho, betas, epsilon), the epoch schedule, the number of epochs
 and early stopping, and share everything else (network depth, optimizer kind, batch size, seed),
 form a group, trained as towers of one program (see `pipeline.training.towers`): one tower per
-(candidate, fold), at most `max_towers` at a time. Folds share a program when their training
-sets have the same size and classes (Keras' shuffling and validation split then cut every fold
-as its solo fit does); k-fold splits have at most two such sizes. Every other fit is a job of
-one, trained alone. A tower with a checkpoint saves its best weights as its solo fit's own file.
+(candidate, fold), at most `max_towers` at a time. Folds share a program when they have the
+same classes and number of batches per epoch (a k-fold split's training sets differ by at most
+a sample: each fold is fed in its solo fit's order, a shorter one padded and weighted, see
+`pipeline.training.fold_batches`). Every other fit is a job of one, trained alone. A tower with a checkpoint saves its best weights as its solo fit's own file.
 
 Halving over epochs (`keep_states`): every fused tower's state when its epochs end comes back
 with the records (`Trained.states`), and a candidate of a later round whose folds all have a
@@ -115,13 +115,9 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
         group = group_key(settings) if max_towers > 1 else None
         groups.setdefault(("alone", number) if group is None else ("fused", group), []).append((key, candidate))
     folds = [Fold(train, test, fold_key(X[train], y[train])) for train, test in cv.split(X, y)]
-    shapes: dict[tuple, list[Fold]] = {}
-    for fold in folds:
-        classes = tuple(np.unique(y[fold.train])) if estimator.task == "classification" else ()
-        shapes.setdefault((len(fold.train), classes), []).append(fold)
     jobs = []
     for (kind, _), members in groups.items():
-        for alike in shapes.values():
+        for alike in _alike_folds(folds, y, members[0][1]).values():
             by_pending: dict[tuple, list[tuple[str, Any]]] = {}
             starts: dict[tuple[str, str], Any] = {}
             for key, candidate in members:
@@ -139,6 +135,19 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
                                   if (key, fold.key) in starts}
                     jobs.append(job)
     return jobs
+
+
+def _alike_folds(folds: list[Fold], y, candidate) -> dict[tuple, list[Fold]]:
+    """The folds that can share a program: the same number of batches per epoch (at this
+    candidate's batch size and validation split) and the same classes."""
+    from ..training.fold_batches import steps_per_epoch
+
+    alike: dict[tuple, list[Fold]] = {}
+    for fold in folds:
+        classes = tuple(np.unique(y[fold.train])) if candidate.task == "classification" else ()
+        steps = steps_per_epoch(len(fold.train), candidate.validation_split or 0.0, candidate.batch_size)
+        alike.setdefault((steps, classes), []).append(fold)
+    return alike
 
 
 def _starts(candidate, key: str, folds: tuple[str, ...], states: TowerStates) -> dict[tuple[str, str], Any]:
@@ -184,8 +193,11 @@ def _train_fused(job: Job, X, y, scorer, context) -> Trained:
     from ..training.towers import fit_towers
     from .estimator import checkpoint_path, seeding
 
-    def stacked(array, part):  # (samples, folds, ...) of every fold's train or test part
-        return np.stack([array[getattr(fold, part)] for fold in job.folds], axis=1)
+    def stacked(array, part):  # (samples, folds, ...) of every fold's train or test part, shorter ones padded
+        parts = [array[getattr(fold, part)] for fold in job.folds]
+        longest = max(len(rows) for rows in parts)
+        return np.stack([np.concatenate([rows, np.repeat(rows[-1:], longest - len(rows), axis=0)]) for rows in parts],
+                        axis=1)
 
     X_train, y_train, X_test = stacked(X, "train"), stacked(y, "train"), stacked(X, "test")
     fits = job.fits()
@@ -203,6 +215,7 @@ def _train_fused(job: Job, X, y, scorer, context) -> Trained:
         checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
                      if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
         start=[job.starts[key, fold.key] for fold, key, _ in fits] if job.starts else None, keep_states=job.keep_states,
+        rows=[len(fold.train) for fold in job.folds],
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),
@@ -213,8 +226,8 @@ def _train_fused(job: Job, X, y, scorer, context) -> Trained:
     for tower, (fold, key, candidate) in enumerate(fits):
         history = fitted.histories[tower]
         diverged = divergence(history.get("loss", []))
-        f = tower // len(job.candidates)
-        scores = {} if diverged else _scores(scorer, fitted.view(tower), X_train, y_train[:, f], X_test, y[fold.test])
+        view = fitted.view(tower, rows={id(X_train): len(fold.train), id(X_test): len(fold.test)})
+        scores = {} if diverged else _scores(scorer, view, X_train, y[fold.train], X_test, y[fold.test])
         records.append(FitRecord.of(key, fold.key, hyperparameters(candidate.get_params()), fit_time=fit_time,
                                     history=history, fused=fused,
                                     failure=("diverged", f"TrainingDiverged: {diverged}") if diverged else None,

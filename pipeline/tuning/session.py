@@ -75,7 +75,7 @@ class FitBudget:
 class SearchSession:
     """The state of one search in this process; nothing of it is global, so searches never share it."""
 
-    def __init__(self, run_dir: str | Path, *, context, runner, max_towers: int = 16,
+    def __init__(self, run_dir: str | Path, *, context, runner, max_towers: int = 24,
                  max_consecutive_failures: int | None = None, budget: FitBudget | None = None, attempts: int = 3,
                  continue_rounds: bool = False):
         self.run_dir = Path(run_dir)
