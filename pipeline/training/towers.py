@@ -210,7 +210,8 @@ def tower_slots(model, towers: Sequence[NetworkSpec], tower: int) -> dict[str, l
     optimizer = model.optimizer
 
     def cut(variables):  # copies: the slots go on changing as training goes on
-        return tower_values(model, towers, tower, lambda variable: np.array(variables[optimizer._get_variable_index(variable)]))
+        return tower_values(model, towers, tower,
+                            lambda variable: np.array(variables[optimizer._get_variable_index(variable)]))
 
     return {slot: cut(variables) for slot, variables in optimizer.slots.items()}
 
@@ -219,7 +220,8 @@ def tower_state(model, towers: Sequence[NetworkSpec], tower: int, epochs: int) -
     """Tower `tower` as it stands after `epochs` epochs (its history is added once training ends)."""
     from .tower_layers import TowerDropout
 
-    dropout_seeds = [np.array(layer.generators[tower].state) for layer in model.layers if isinstance(layer, TowerDropout)]
+    dropout_seeds = [np.array(layer.generators[tower].state)
+                     for layer in model.layers if isinstance(layer, TowerDropout)]
     return TowerState(epochs, int(model.optimizer.iterations), tower_values(model, towers, tower, np.array),
                       tower_slots(model, towers, tower), dropout_seeds)
 
@@ -375,8 +377,8 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                            [solo_model(tower, optimizer) for tower, optimizer in zip(towers, optimizers)],
                            keep_states=keep_states)
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
-        history = model.fit(data.x, data.y, batch_size=batch_size, epochs=max(tower_epochs), initial_epoch=initial_epoch,
-                            validation_data=data.validation, shuffle=False,
+        history = model.fit(data.x, data.y, batch_size=batch_size, epochs=max(tower_epochs),
+                            initial_epoch=initial_epoch, validation_data=data.validation, shuffle=False,
                             callbacks=[schedule, endings, *callbacks], verbose=0)
     histories = []
     for t, tower in enumerate(tower_histories(history.history, len(towers), task)):

@@ -8,7 +8,8 @@ form a group, trained as towers of one program (see `pipeline.training.towers`):
 (candidate, fold), at most `max_towers` at a time. Folds share a program when they have the
 same classes and number of batches per epoch (a k-fold split's training sets differ by at most
 a sample: each fold is fed in its solo fit's order, a shorter one padded and weighted, see
-`pipeline.training.fold_batches`). Every other fit is a job of one, trained alone. A tower with a checkpoint saves its best weights as its solo fit's own file.
+`pipeline.training.fold_batches`). Every other fit is a job of one, trained alone. A tower
+with a checkpoint saves its best weights as its solo fit's own file.
 
 Halving over epochs (`keep_states`): every fused tower's state when its epochs end comes back
 with the records (`Trained.states`), and a candidate of a later round whose folds all have a
@@ -96,8 +97,8 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
               states: TowerStates | None = None) -> list[Job]:
     """The jobs for every fit of these candidates on `cv`'s folds that `store` has no record of.
 
-    A group's candidates with the same pending folds of one shape (training-set size and
-    classes) share jobs of at most `max_towers` fits. A candidate listed twice (a random search
+    A group's candidates with the same pending folds that can share a program (`_alike_folds`)
+    share jobs of at most `max_towers` fits. A candidate listed twice (a random search
     drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own.
     With `states` (halving over epochs), fused jobs keep their towers' states, and candidates
     that can continue from states of the same epoch share jobs of their own."""
