@@ -59,29 +59,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
               f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
         return 0
-    if run_dir is None:
-        if given.execution.backend == "dask" and given.execution.scheduler:
-            _check_scheduler(given.execution.scheduler)  # before the run folder exists: nothing half-made
-        dataset = load_dataset(given.data, given.seed)
-        run_dir = start_run(given, dataset)
-    with run_lock(run_dir):
-        if args.resume:
-            done = finished(run_dir)
-            config, dataset = resume_run(run_dir, given, record_execution=not done)
-            if done:
-                _report_of_finished_run(run_dir)
-                return 0
-        else:
-            config = given
-        execution = config.execution
-        if execution.fits_per_process == 0 or execution.backend == "dask":  # in-process (Dask's workers train)
-            return _run_here(config, dataset, run_dir, progress=not args.quiet)
-        total = count_fits(config, dataset).fits - 1
-        if total <= execution.fits_per_process:  # one worker's quota: spare a process start-up
-            return _run_here(config, dataset, run_dir, progress=not args.quiet)
-        from ..tuning.supervisor import supervise
+    if given.execution.backend == "dask" and given.execution.scheduler and run_dir is None:
+        _check_scheduler(given.execution.scheduler)  # before the run folder exists: nothing half-made
+    with _early_workers(given, wanted=not (run_dir and finished(run_dir))) as workers:
+        if run_dir is None:
+            dataset = load_dataset(given.data, given.seed)
+            run_dir = start_run(given, dataset)
+        with run_lock(run_dir):
+            if args.resume:
+                done = finished(run_dir)
+                config, dataset = resume_run(run_dir, given, record_execution=not done)
+                if done:
+                    _report_of_finished_run(run_dir)
+                    return 0
+            else:
+                config = given
+            execution = config.execution
+            if execution.fits_per_process == 0 or execution.backend == "dask":  # in-process (Dask's workers train)
+                return _run_here(config, dataset, run_dir, progress=not args.quiet, workers=workers.count)
+            total = count_fits(config, dataset).fits - 1
+            if total <= execution.fits_per_process:  # one worker's quota: spare a process start-up
+                return _run_here(config, dataset, run_dir, progress=not args.quiet, workers=workers.count)
+            from ..tuning.supervisor import supervise
 
-        return supervise(run_dir, total, execution.fits_per_process, progress=not args.quiet)
+            workers.close()  # this process supervises; its worker processes train
+            return supervise(run_dir, total, execution.fits_per_process, progress=not args.quiet)
+
+
+def _early_workers(config: ExperimentConfig, wanted: bool = True):
+    """A local fused search's worker processes, started now (see `EarlyWorkers`); none if not `wanted`."""
+    from ..tuning.run import local_trainers
+    from ..tuning.runners import EarlyWorkers
+
+    execution = config.execution
+    return EarlyWorkers(local_trainers(config), fuse=wanted and execution.backend != "dask" and execution.fuse
+                        and execution.max_towers > 1)
 
 
 def _work(run_dir: Path, worker_fits: int | None) -> int:
@@ -91,23 +103,25 @@ def _work(run_dir: Path, worker_fits: int | None) -> int:
     from ..tuning.supervisor import EXIT_RECYCLE, exit_with_parent
 
     exit_with_parent()
-    config, dataset = resume_run(run_dir)
-    try:
-        return _run_here(config, dataset, run_dir, progress=False,
-                         budget=FitBudget(worker_fits, config.execution.max_memory_growth))
-    except RecycleWorker:
-        return EXIT_RECYCLE
+    with _early_workers(load_config(run_dir / "config.yaml", search=True)) as workers:
+        config, dataset = resume_run(run_dir)
+        try:
+            return _run_here(config, dataset, run_dir, progress=False,
+                             budget=FitBudget(worker_fits, config.execution.max_memory_growth), workers=workers.count)
+        except RecycleWorker:
+            return EXIT_RECYCLE
 
 
-def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool, budget=None) -> int:
-    """Run the search in this process and print the tutorial-style summary."""
+def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool, budget=None,
+              workers: int = 0) -> int:
+    """Run the search in this process (and its `workers` started early) and print the tutorial-style summary."""
     from ..tuning.lifecycle import mark_run
     from ..tuning.run import run_search
     from ..tuning.session import InfrastructureStop, SearchAborted
 
     resume = f"python -m pipeline.search --resume {run_dir}"
     try:
-        outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget)
+        outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget, workers=workers)
     except KeyboardInterrupt:
         mark_run(run_dir, "interrupted")
         print(f"\ninterrupted: finished fits are kept in {run_dir}/journal.jsonl; continue with\n  {resume}",

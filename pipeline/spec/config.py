@@ -118,7 +118,8 @@ class ExecutionConfig(Spec):
     # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True
     max_towers: int = Field(24, ge=2)
-    # Worker processes for fused groups (null = one per CPU core), each with cores / n_jobs TensorFlow threads.
+    # Processes that train fused groups at once (null = one per CPU core): the search's and n_jobs - 1
+    # workers, each with cores / n_jobs TensorFlow threads.
     n_jobs: int | None = Field(None, gt=0)
     # Fits train in worker processes that a fresh one replaces after this many fits, or once the
     # worker's memory grew by max_memory_growth (TensorFlow leaks per traced model); 0 = in-process.

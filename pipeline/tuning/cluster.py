@@ -98,6 +98,8 @@ def check_cluster(client, where: str) -> None:
 class DaskRunner:
     """Runs the session's jobs as Dask tasks, the data scattered once per array (again after a loss)."""
 
+    trainers = 1  # jobs are planned as for one process: the cluster takes them as they come
+
     def __init__(self, client):
         self.client = client
         self._scattered: dict[int, tuple[Any, Any, Any]] = {}

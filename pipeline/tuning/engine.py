@@ -65,6 +65,18 @@ class Job:
     def fits(self) -> list[tuple[Fold, str, Any]]:
         return [(fold, key, candidate) for fold in self.folds for key, candidate in zip(self.keys, self.candidates)]
 
+    def cost(self) -> float:
+        """Estimated time to train, in milliseconds on this machine: a program's tracing (~3 s)
+        and its steps, each about 3 ms plus 1 ms per tower and 128 samples in a batch
+        (`benchmarks/fused_profile.py`, batches of 128: 3.1 ms for one tower, 7.9 ms for 8, 24 ms for 24)."""
+        from ..training.fold_batches import steps_per_epoch
+
+        first = self.candidates[0]
+        start = next(iter(self.starts.values())).epochs if self.starts else 0
+        steps = steps_per_epoch(len(self.folds[0].train), first.validation_split or 0.0, first.batch_size)
+        epochs = max(candidate.epochs for candidate in self.candidates) - start
+        return 3000 + steps * epochs * (3 + self.size * first.batch_size / 128)
+
 
 @dataclass
 class Trained:
@@ -81,7 +93,6 @@ class Trained:
 PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix,
                       CHECKPOINT.prefix)
 
-
 def group_key(params: dict[str, Any]) -> str | None:
     """What candidates must share to train as one program, or None when this candidate must
     train alone (decay with a schedule fails alone)."""
@@ -94,14 +105,16 @@ def group_key(params: dict[str, Any]) -> str | None:
 
 
 def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store, max_towers: int,
-              states: TowerStates | None = None) -> list[Job]:
+              states: TowerStates | None = None, trainers: int = 1) -> list[Job]:
     """The jobs for every fit of these candidates on `cv`'s folds that `store` has no record of.
 
     A group's candidates with the same pending folds that can share a program (`_alike_folds`)
     share jobs of at most `max_towers` fits. A candidate listed twice (a random search
     drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own.
     With `states` (halving over epochs), fused jobs keep their towers' states, and candidates
-    that can continue from states of the same epoch share jobs of their own."""
+    that can continue from states of the same epoch share jobs of their own. With several
+    `trainers` (processes that train at once), a fused job estimated to cost more than their
+    share is split by its candidates (`_split_for`), so that no trainer waits for one long job."""
     from sklearn.base import clone
 
     groups: dict[tuple[str, Any], list[tuple[str, Any]]] = {}  # ("fused", key) or ("alone", number)
@@ -135,7 +148,48 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
                     job.starts = {(key, fold.key): starts[key, fold.key] for fold, key, _ in job.fits()
                                   if (key, fold.key) in starts}
                     jobs.append(job)
+    return _split_for(trainers, jobs)
+
+
+def _split_for(trainers: int, jobs: list[Job]) -> list[Job]:
+    """`jobs` with the costliest fused job halved by its candidates (the shorter-trained first:
+    candidates listed by epochs train in jobs of their own length) until every trainer has a
+    job, then as long as that shortens the estimated time until the last of `trainers`
+    processes is done. Towers are independent, so a split job trains the same fits."""
+    while trainers > 1:
+        biggest = max((job for job in jobs if len(job.candidates) > 1), key=Job.cost, default=None)
+        if biggest is None:
+            return jobs
+        order = sorted(range(len(biggest.candidates)), key=lambda i: biggest.candidates[i].epochs)
+        halves = order[:len(order) // 2], order[len(order) // 2:]
+        split = [part for job in jobs for part in ([_part(job, half) for half in halves] if job is biggest else [job])]
+        if len(split) > trainers and makespan(split, trainers) >= makespan(jobs, trainers):
+            return jobs
+        jobs = split
     return jobs
+
+
+def assign(jobs: list[Job], trainers: int) -> list[int]:
+    """Each job's trainer: the costliest job first, each to the trainer with the least work so far."""
+    load, chosen = [0.0] * trainers, [0] * len(jobs)
+    for number in sorted(range(len(jobs)), key=lambda n: jobs[n].cost(), reverse=True):
+        chosen[number] = load.index(min(load))
+        load[chosen[number]] += jobs[number].cost()
+    return chosen
+
+
+def makespan(jobs: list[Job], trainers: int) -> float:
+    """The estimated time until the last trainer is done, jobs assigned by `assign`."""
+    load = [0.0] * trainers
+    for job, trainer in zip(jobs, assign(jobs, trainers)):
+        load[trainer] += job.cost()
+    return max(load)
+
+
+def _part(job: Job, members: list[int]) -> Job:
+    keys = [job.keys[i] for i in members]
+    return Job(keys, [job.candidates[i] for i in members], job.folds, keep_states=job.keep_states,
+               starts={(key, fold): state for (key, fold), state in job.starts.items() if key in keys})
 
 
 def _alike_folds(folds: list[Fold], y, candidate) -> dict[tuple, list[Fold]]:

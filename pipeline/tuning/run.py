@@ -57,13 +57,14 @@ def build_estimator(config: ExperimentConfig, task: str, *, context=None, replay
 
 
 @contextmanager
-def open_runner(config: ExperimentConfig) -> Iterator[Any]:
-    """Where the search's jobs train: this machine's processes, or a Dask cluster (closed afterwards)."""
+def open_runner(config: ExperimentConfig, workers: int = 0) -> Iterator[Any]:
+    """Where the search's jobs train: this machine's processes (with `workers` worker processes
+    already started, see `pipeline.tuning.runners.start_workers`), or a Dask cluster (closed afterwards)."""
     from .runners import LocalRunner, available_cores
 
     execution = config.execution
     if execution.backend != "dask":
-        runner = LocalRunner(execution.n_jobs or available_cores())
+        runner = LocalRunner(local_trainers(config), workers)
         try:
             yield runner
         finally:
@@ -75,9 +76,17 @@ def open_runner(config: ExperimentConfig) -> Iterator[Any]:
         yield DaskRunner(client)
 
 
+def local_trainers(config: ExperimentConfig) -> int:
+    """How many processes may train at once on this machine: `execution.n_jobs`, by default one per core."""
+    from .runners import available_cores
+
+    return config.execution.n_jobs or available_cores()
+
+
 def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None, *, progress: bool = True,
-               budget: FitBudget | None = None) -> dict[str, Any]:
+               budget: FitBudget | None = None, workers: int = 0) -> dict[str, Any]:
     """Run (or, in an existing run folder, resume) the search; write results, best model and run.json.
+    `workers`: local worker processes started before (`pipeline.tuning.runners.start_workers`).
 
     Everything it keeps between fits (compiled models, the stop flag, the fit budget) belongs to
     this call: two searches in one process share nothing."""
@@ -100,7 +109,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     execution = config.execution
     metrics = scoring_metrics(config, dataset.task)
     with graceful_interrupt(context.stop):
-        with open_runner(config) as runner:  # its workers end before the refit
+        with open_runner(config, workers) as runner:  # its workers end before the refit
             session = SearchSession(run_dir, context=context, runner=runner,
                                     max_towers=execution.max_towers if execution.fuse else 1,
                                     max_consecutive_failures=execution.max_consecutive_failures, budget=budget,

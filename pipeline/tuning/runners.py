@@ -14,35 +14,47 @@ import queue
 import threading
 from typing import Any, Iterator
 
-from .engine import Job, train_job
+from .engine import Job, assign, train_job
 from .records import is_infrastructure
 
 Outcome = Iterator[tuple[Job, Any]]
 
 
 class LocalRunner:
-    """Trains here and, for four fused jobs or more, in worker processes too.
+    """Trains here and, for several fused jobs, in worker processes too.
 
-    This process takes every `n_jobs`-th fused job and the jobs of one candidate (reusing its
-    compiled models); `n_jobs - 1` workers train the other fused jobs meanwhile, so that no
-    more than `n_jobs` processes hold TensorFlow (each ~0.6 GB). A worker's start-up (loading
-    TensorFlow, ~5 s) costs about as much as training one group, so there are never more
-    trainers than half the fused jobs: 3 jobs train here, 4 or more here and in a worker."""
+    This process and up to `n_jobs - 1` workers train the fused jobs at once, the costliest
+    first, each job to the trainer with the least work so far; the jobs of one candidate train
+    here (reusing its compiled models). At most `n_jobs` processes hold TensorFlow (each
+    ~0.6 GB), each with `cores // n_jobs` threads: on this machine's small programs one thread
+    per process trains faster than two in one process (`benchmarks/fused_profile.py`).
+    Workers started early (`EarlyWorkers`, while this process loads TensorFlow and the data)
+    take any fused job; otherwise a worker's start-up (loading TensorFlow, ~5 s) costs about as
+    much as a job, so only four fused jobs or more are shared with a worker."""
 
-    def __init__(self, n_jobs: int = 1):
+    def __init__(self, n_jobs: int = 1, workers: int = 0):
+        from ..core.runtime import configure_threads
+
         self.n_jobs = n_jobs
-        self.started_workers = False
+        self.workers = workers  # worker processes running (started early, or by an earlier `run`)
+        if workers:
+            configure_threads(threads_per_process(n_jobs))  # before this process trains alongside them
+
+    @property
+    def trainers(self) -> int:
+        """How many processes train at once when workers are running: the engine splits its jobs for them."""
+        return 1 + self.workers
 
     def run(self, jobs: list[Job], X, y, scorer, context) -> Outcome:
         fused = [job for job in jobs if job.size > 1]
-        trainers = min(self.n_jobs, len(fused) // 2)
-        away = [job for number, job in enumerate(fused) if trainers > 1 and number % trainers]
+        trainers = min(1 + self.workers, len(fused)) if self.workers else min(self.n_jobs, len(fused) // 2)
+        away = _away(fused, trainers)
         here = [job for job in jobs if not any(job is other for other in away)]
         if not away:
             yield from _here(here, X, y, scorer, context)
             return
-        self.started_workers = True
-        workers = _Background(_in_workers(away, X, y, scorer, trainers - 1, max(1, available_cores() // trainers)))
+        self.workers = self.workers or trainers - 1
+        workers = _Background(_in_workers(away, X, y, scorer, self.workers, threads_per_process(self.n_jobs)))
         try:
             for outcome in _here(here, X, y, scorer, context):
                 yield outcome
@@ -55,12 +67,68 @@ class LocalRunner:
 
     def close(self, kill: bool = False) -> None:
         """End the worker processes, which joblib keeps for reuse: the search is over, and their
-        memory is better freed before the best model is refitted here."""
-        if self.started_workers:
-            from joblib.externals.loky import get_reusable_executor
+        memory is better freed while the best model is refitted here (killed: at once)."""
+        if self.workers:
+            _executor(self.workers).shutdown(wait=kill, kill_workers=kill)
+            self.workers = 0
 
-            get_reusable_executor(reuse=True).shutdown(wait=True, kill_workers=kill)
-            self.started_workers = False
+
+def _away(fused: list[Job], trainers: int) -> list[Job]:
+    """The jobs for the workers (`assign`'s trainers but the first, this process)."""
+    return [job for job, trainer in zip(fused, assign(fused, trainers)) if trainer] if trainers > 1 else []
+
+
+class EarlyWorkers:
+    """A local fused search's `n_jobs - 1` worker processes, started before anything else, so
+    that they load TensorFlow (with their threads set) while this process loads its own and the
+    data. `count` workers run; the search's `LocalRunner` sends
+    them its jobs (through the same reusable executor) and ends them; `close` ends them if the
+    search never ran here (a finished run, a supervised one, an error)."""
+
+    def __init__(self, n_jobs: int, fuse: bool):
+        self.executor = _executor(n_jobs - 1) if fuse and n_jobs > 1 else None
+        self.count = n_jobs - 1 if self.executor else 0
+        if self.executor:
+            self.executor.submit(_prepare_worker, threads_per_process(n_jobs))  # a failure shows as lost jobs
+
+    def close(self) -> None:
+        """End the workers if the search's runner has not (it ends them after the last job)."""
+        if self.executor:
+            self.executor.shutdown(wait=True, kill_workers=True)  # at most a TensorFlow import to interrupt
+        self.count = 0
+
+    def __enter__(self) -> "EarlyWorkers":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _prepare_worker(threads: int) -> None:
+    """A worker's first task: load TensorFlow with `threads` threads. It also turns off loky's
+    restart of a worker whose memory grew 300 MB since its first task: after a first task that
+    trains nothing, every job would restart the worker (and load TensorFlow again, ~5 s). The
+    workers end with the search, or with the supervisor's process every `fits_per_process` fits."""
+    from joblib.externals.loky import process_executor
+
+    from ..core.runtime import configure_threads
+
+    process_executor._USE_PSUTIL = False  # read by the worker's loop after each task
+    configure_threads(threads)
+
+
+def threads_per_process(n_jobs: int) -> int:
+    return max(1, available_cores() // n_jobs)
+
+
+def _executor(workers: int):
+    """joblib's reusable loky executor of `workers` processes, which end with this one."""
+    from joblib.externals.loky import get_reusable_executor
+
+    from .supervisor import exit_with_parent
+
+    # exit_with_parent: a worker whose search was killed (SIGKILL) ends at once instead of lingering with its memory
+    return get_reusable_executor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
 
 
 def _here(jobs: list[Job], X, y, scorer, context) -> Outcome:
@@ -117,12 +185,7 @@ def _in_workers(jobs: list[Job], X, y, scorer, workers: int, threads: int) -> Ou
     as lost."""
     from concurrent.futures import as_completed
 
-    from joblib.externals.loky import get_reusable_executor
-
-    from .supervisor import exit_with_parent
-
-    # exit_with_parent: a worker whose search was killed (SIGKILL) ends at once instead of lingering with its memory
-    executor = get_reusable_executor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
+    executor = _executor(workers)
     futures = {executor.submit(train_in_worker, job, X, y, scorer, threads): job for job in jobs}
     for future in as_completed(futures):
         try:

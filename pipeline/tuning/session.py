@@ -92,7 +92,8 @@ class SearchSession:
         import numpy as np
 
         X, y = np.asarray(X), np.asarray(y)
-        jobs = plan_jobs(estimator, candidate_params, cv, X, y, self.store, self.max_towers, self.states)
+        jobs = plan_jobs(estimator, candidate_params, cv, X, y, self.store, self.max_towers, self.states,
+                         self.runner.trainers)
         allowed = [job for job in jobs if self.budget.allows(job.size)]
         pending = allowed
         for attempt in range(1, self.attempts + 1):
