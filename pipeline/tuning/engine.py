@@ -68,7 +68,8 @@ class Job:
     def cost(self) -> float:
         """Estimated time to train, in milliseconds on this machine: a program's tracing (~3 s)
         and its steps, each about 3 ms plus 1 ms per tower and 128 samples in a batch
-        (`benchmarks/fused_profile.py`, batches of 128: 3.1 ms for one tower, 7.9 ms for 8, 24 ms for 24)."""
+        (`benchmarks/fused_profile.py`, one thread, batches of 128: 3.7 ms for one tower, 9.7 ms
+        for 8, 20.8 ms for 24)."""
         from ..training.fold_batches import steps_per_epoch
 
         first = self.candidates[0]
@@ -93,6 +94,7 @@ class Trained:
 PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix,
                       CHECKPOINT.prefix)
 
+
 def group_key(params: dict[str, Any]) -> str | None:
     """What candidates must share to train as one program, or None when this candidate must
     train alone (decay with a schedule fails alone)."""
@@ -113,8 +115,8 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
     drawing the same point) trains once. With `max_towers` 1 every fit is a job of its own.
     With `states` (halving over epochs), fused jobs keep their towers' states, and candidates
     that can continue from states of the same epoch share jobs of their own. With several
-    `trainers` (processes that train at once), a fused job estimated to cost more than their
-    share is split by its candidates (`_split_for`), so that no trainer waits for one long job."""
+    `trainers` (processes that train at once), the costliest jobs are split by their candidates
+    (`_split_for`), so that every trainer has work and none waits long for another."""
     from sklearn.base import clone
 
     groups: dict[tuple[str, Any], list[tuple[str, Any]]] = {}  # ("fused", key) or ("alone", number)

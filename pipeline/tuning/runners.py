@@ -26,8 +26,9 @@ class LocalRunner:
     This process and up to `n_jobs - 1` workers train the fused jobs at once, the costliest
     first, each job to the trainer with the least work so far; the jobs of one candidate train
     here (reusing its compiled models). At most `n_jobs` processes hold TensorFlow (each
-    ~0.6 GB), each with `cores // n_jobs` threads: on this machine's small programs one thread
-    per process trains faster than two in one process (`benchmarks/fused_profile.py`).
+    ~0.6 GB), each with `cores // n_jobs` threads: on this machine two processes of one thread
+    train a program's towers about 1.5x faster than one process of two threads
+    (`benchmarks/fused_profile.py`).
     Workers started early (`EarlyWorkers`, while this process loads TensorFlow and the data)
     take any fused job; otherwise a worker's start-up (loading TensorFlow, ~5 s) costs about as
     much as a job, so only four fused jobs or more are shared with a worker."""
