@@ -299,7 +299,9 @@ def test_memory_stays_flat_over_200_fits(tmp_path, capsys, fuse):
     assert len(records) == 200 and workers == 2
     assert all((r.trainer["fused"] or {}).get("towers", 0) == (10 if fuse else 0) for r in records)
     assert growth < 0.15
-    assert slowdown < 1.5
+    # A fit that traced its model anew would take several times longer (tracing ~2 s, these fits
+    # ~0.3 s); 2x leaves room for this machine's noise (1.46x seen once with no leak, 0.69x the same day).
+    assert slowdown < 2.0
 
 
 # 4 candidates x 2 folds in programs of 2 towers: this process and one worker process share four programs
