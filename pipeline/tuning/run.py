@@ -59,7 +59,7 @@ def build_estimator(config: ExperimentConfig, task: str, *, context=None, replay
 @contextmanager
 def open_runner(config: ExperimentConfig, workers: int = 0) -> Iterator[Any]:
     """Where the search's jobs train: this machine's processes (with `workers` worker processes
-    already started, see `pipeline.tuning.runners.start_workers`), or a Dask cluster (closed afterwards)."""
+    already started, see `pipeline.tuning.runners.EarlyWorkers`), or a Dask cluster (closed afterwards)."""
     from .runners import LocalRunner, available_cores
 
     execution = config.execution
@@ -86,7 +86,7 @@ def local_trainers(config: ExperimentConfig) -> int:
 def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None, *, progress: bool = True,
                budget: FitBudget | None = None, workers: int = 0) -> dict[str, Any]:
     """Run (or, in an existing run folder, resume) the search; write results, best model and run.json.
-    `workers`: local worker processes started before (`pipeline.tuning.runners.start_workers`).
+    `workers`: local worker processes started before (`pipeline.tuning.runners.EarlyWorkers`).
 
     Everything it keeps between fits (compiled models, the stop flag, the fit budget) belongs to
     this call: two searches in one process share nothing."""

@@ -82,9 +82,9 @@ def _away(fused: list[Job], trainers: int) -> list[Job]:
 class EarlyWorkers:
     """A local fused search's `n_jobs - 1` worker processes, started before anything else, so
     that they load TensorFlow (with their threads set) while this process loads its own and the
-    data. `count` workers run; the search's `LocalRunner` sends
-    them its jobs (through the same reusable executor) and ends them; `close` ends them if the
-    search never ran here (a finished run, a supervised one, an error)."""
+    data. `count` workers run; the search's `LocalRunner` sends them its jobs (through the same
+    reusable executor) and ends them; `close` ends them if the search never ran here (a
+    finished run, a supervised one, an error)."""
 
     def __init__(self, n_jobs: int, fuse: bool):
         self.executor = _executor(n_jobs - 1) if fuse and n_jobs > 1 else None
