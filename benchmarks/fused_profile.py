@@ -45,10 +45,11 @@ def timed_fit(cache, towers: int, epochs: int, folds: int = 1) -> float:
     from pipeline.training.towers import fit_towers
 
     rng = np.random.default_rng(0)
-    X, y = rng.random((SAMPLES, folds, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, (SAMPLES, folds))
+    X, y = rng.random((SAMPLES * folds, FEATURES), dtype=np.float32), rng.integers(0, CLASSES, SAMPLES * folds)
     specs = [NetworkSpec(hidden_layers=[HIDDEN, HIDDEN], dropout=0.1, init_mode="he_uniform")] * towers
     started = time.perf_counter()
-    fit_towers(specs, X, y, task="classification", optimizers=[OptimizerSpec(name="rmsprop")] * towers, epochs=epochs,
+    fit_towers(specs, X, y, folds=np.arange(SAMPLES * folds).reshape(folds, SAMPLES), task="classification",
+               optimizers=[OptimizerSpec(name="rmsprop")] * towers, epochs=epochs,
                batch_size=BATCH, validation_split=VALIDATION, steps_per_execution=32, seed=7, cache=cache)
     return time.perf_counter() - started
 

@@ -43,7 +43,8 @@ def summed_loss(task: str, folds: int):
 class TowerDense(keras.layers.Layer):
     """T Dense layers side by side. The first takes the input (batch, F, in), F folds' samples
     side by side, and holds an (F, in, C, out) kernel for the C = T/F towers of each fold, used
-    as one (in, C*out) matrix per fold; later ones take (T, batch, in) and hold (T, in, out)
+    as one (in, C*out) matrix per fold (on (batch, 1, in), the same samples for every fold's
+    towers, as one (in, T*out) matrix); later ones take (T, batch, in) and hold (T, in, out)
     kernels (a batched product). The last returns (batch, T, out). Towers are fold-major:
     tower t = f*C + c."""
 
@@ -118,13 +119,13 @@ class TowerDense(keras.layers.Layer):
     def call(self, inputs):
         ops = keras.ops
         kernel = self.kernel if self.mask is None else self.kernel * self.mask
-        if self.shared_input:
+        if self.shared_input and inputs.shape[1] == 1:  # the same samples for every tower: one plain product
+            flat = ops.matmul(ops.reshape(inputs, (-1, self.n_in)),  # (batch, in) @ (in, F*C*out)
+                              ops.reshape(ops.transpose(kernel, (1, 0, 2, 3)), (self.n_in, self.n_towers * self.n_out)))
+            outputs = ops.transpose(ops.reshape(flat, (-1, self.n_towers, self.n_out)), (1, 0, 2))
+        elif self.shared_input:  # each fold's own samples: one product per fold, (F, batch, in) @ (F, in, C*out)
             folds, width = self.folds, self.per_fold * self.n_out
-            if folds == 1:  # one plain product
-                flat = ops.expand_dims(ops.matmul(ops.reshape(inputs, (-1, self.n_in)),
-                                                  ops.reshape(kernel, (self.n_in, width))), 0)
-            else:  # one product per fold: (F, batch, in) @ (F, in, C*out)
-                flat = ops.matmul(ops.transpose(inputs, (1, 0, 2)), ops.reshape(kernel, (folds, self.n_in, width)))
+            flat = ops.matmul(ops.transpose(inputs, (1, 0, 2)), ops.reshape(kernel, (folds, self.n_in, width)))
             outputs = ops.reshape(ops.transpose(ops.reshape(flat, (folds, -1, self.per_fold, self.n_out)), (0, 2, 1, 3)),
                                   (self.n_towers, -1, self.n_out))
         else:

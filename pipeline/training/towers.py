@@ -84,7 +84,8 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
     """A compiled Keras model from (batch, folds, features) to (batch, towers, outputs):
     probabilities per tower for classification (softmax), values for regression; trained by a
     `TowerOptimizer` of kind `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings
-    `fit_towers` sets. Towers are fold-major: tower t reads fold t // (towers / folds)."""
+    `fit_towers` sets. Towers are fold-major: tower t reads fold t // (towers / folds); on
+    (batch, 1, features) every tower reads the same samples (how towers are scored)."""
     from ..core.runtime import keras as _keras
     from .tower_layers import TowerDense, TowerDropout, TowerMetrics, TowerOptimizer, summed_loss
 
@@ -97,7 +98,7 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
     sizes = [n_features, *widths, n_outputs]
     if len(towers) % folds:
         raise ValueError("fused towers need the same number of towers for every fold")
-    layers: list = [keras.Input(shape=(folds, n_features))]
+    layers: list = [keras.Input(shape=(None, n_features))]  # `folds` samples side by side, or one for all
     rates = np.array([t.dropout for t in towers], dtype="float32")
     for index in range(len(sizes) - 1):
         last = index == len(sizes) - 2
@@ -248,22 +249,23 @@ class FittedTowers:
             self._outputs[id(X)] = (X, predict_towers(self.model, X))
         return self._outputs[id(X)][1]
 
-    def view(self, tower: int, rows: dict[int, int] | None = None):
-        """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers; on an
-        array X with `rows[id(X)]`, only its first rows (the tower's fold's, not the padding)."""
+    def view(self, tower: int, of: np.ndarray | None = None):
+        """Tower `tower` as a fitted scikit-learn estimator, for scikit-learn's scorers. With `of`
+        (an array it was scored on), it predicts row numbers: `predict(rows)` is its prediction
+        on `of[rows]`, so a fold's samples are scored from the outputs on the whole array."""
         def outputs(X):
-            snapshot = self.snapshots.get(tower, {}).get(id(X))
-            values = snapshot if snapshot is not None else self.outputs(X)[:, tower, :]
-            return values[: (rows or {}).get(id(X))]
+            array = X if of is None else of
+            snapshot = self.snapshots.get(tower, {}).get(id(array))
+            values = snapshot if snapshot is not None else self.outputs(array)[:, tower, :]
+            return values if of is None else values[X]
 
         return fitted_view(outputs, self.task, self.classes)
 
 
 def predict_towers(model, X) -> np.ndarray:
-    """(samples, towers, outputs) of a fused model on (samples, folds, features), or on
-    (samples, features) for a model of one fold; in big batches."""
-    X = np.asarray(X, dtype="float32")
-    return model.predict(X[:, None, :] if X.ndim == 2 else X, batch_size=PREDICT_BATCH, verbose=0)
+    """(samples, towers, outputs) of a fused model on (samples, features): every tower, of
+    every fold, on the same samples; in big batches."""
+    return model.predict(np.asarray(X, dtype="float32")[:, None, :], batch_size=PREDICT_BATCH, verbose=0)
 
 
 def fitted_view(outputs: Callable[[Any], np.ndarray], task: str, classes: np.ndarray | None):
@@ -295,18 +297,18 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                score_on: Sequence[np.ndarray] = (),
                checkpoints: Sequence[tuple[CheckpointSpec, str] | None] | None = None,
                start: Sequence[TowerState] | None = None, keep_states: bool = False,
-               rows: Sequence[int] | None = None) -> FittedTowers:
+               folds: Sequence[np.ndarray] | None = None) -> FittedTowers:
     """Train one candidate per tower together: tower t with network `towers[t]`, optimizer
     settings `optimizers[t]` (one kind for all), epoch schedule `schedules[t]`, `epochs[t]`
     epochs (one number: all alike), early stopping `early_stopping[t]` and checkpoint
     `checkpoints[t]` (its spec and the weights file its solo fit would write).
 
-    `X` is (samples, features) with labels `y` (samples,), or F folds' training sets side by
-    side, (samples, F, features) with `y` (samples, F), fold f's `rows[f]` samples first (a
-    shorter fold padded after them; all rows by default): towers are then fold-major (the first
-    T/F train on fold 0, ...) and each sees its fold's batches in the order its solo fit draws
-    them (`pipeline.training.fold_batches`; the folds need the same number of batches per
-    epoch). Scoring arrays in `score_on` have the same layout.
+    `X` is (samples, features) with labels `y` (samples,). Every tower trains on all of it, or,
+    with `folds` (F arrays of row numbers: each fold's training rows), on its fold's rows:
+    towers are then fold-major (the first T/F train on fold 0, ...) and each sees its fold's
+    batches in the order its solo fit draws them (`pipeline.training.fold_batches`; the folds
+    need the same number of batches per epoch). Every tower is scored on the whole of each
+    (samples, features) array in `score_on`, once for all towers; the caller picks a fold's rows.
 
     A tower ends where its solo fit would: after its epochs (epochs are a shared prefix: a solo
     fit of e epochs draws the same batches, dropout masks and rates in its e epochs as a longer
@@ -329,12 +331,10 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     if len(kinds) != 1 or len(optimizers) != len(towers):
         raise ValueError("fused towers need one optimizer setting per tower, all of one kind")
     cache = cache or ModelCache()
-    X, y = np.asarray(X, dtype="float32"), np.asarray(y)
-    if X.ndim == 2:
-        X, y = X[:, None, :], y.reshape(-1, 1)
-    folds, n_features = X.shape[1], X.shape[2]
-    rows = list(rows) if rows is not None else [len(X)] * folds
-    labels = [y[:n, fold] for fold, n in enumerate(rows)]
+    X, y = np.asarray(X), np.asarray(y)
+    fold_rows = [np.asarray(rows) for rows in folds] if folds is not None else [np.arange(len(X))]
+    n_folds, n_features = len(fold_rows), X.shape[1]
+    labels = [y[rows] for rows in fold_rows]
     if task == "classification":
         classes = np.unique(np.concatenate(labels))
         if any(len(np.unique(fold_labels)) != len(classes) for fold_labels in labels):
@@ -342,7 +342,7 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
         targets, n_outputs, output_activation = np.searchsorted(classes, y), len(classes), "softmax"
     else:
         classes, targets, n_outputs, output_activation = None, y.astype("float32"), 1, "linear"
-    data = fold_batches(X, targets, rows, validation_split=validation_split, batch_size=batch_size, shuffle=shuffle,
+    data = fold_batches(X, targets, fold_rows, validation_split=validation_split, batch_size=batch_size, shuffle=shuffle,
                         seed=seed, seeding=seeding)
     if start is None:
         states = [cache.initial_state((tower, n_features, n_outputs, output_activation, seed),
@@ -353,9 +353,9 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
         raise ValueError("continued towers need one state per tower, all after the same number of epochs")
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
     kind = kinds.pop()
-    model, _ = cache.fused((shapes, folds, n_features, n_outputs, task, kind, steps_per_execution),
+    model, _ = cache.fused((shapes, n_folds, n_features, n_outputs, task, kind, steps_per_execution),
                            lambda: build_fused_model(towers, n_features, n_outputs, task=task, optimizer=kind,
-                                                     folds=folds, steps_per_execution=steps_per_execution))
+                                                     folds=n_folds, steps_per_execution=steps_per_execution))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
     if start is None:

@@ -245,34 +245,27 @@ def train_job(job: Job, X, y, scorer, context) -> Trained:
 
 
 def _train_fused(job: Job, X, y, scorer, context) -> Trained:
-    """One program, a tower per (fold, candidate): each fold's samples side by side as the input."""
+    """One program, a tower per (fold, candidate): each fold's samples side by side as the input,
+    gathered from `X` by row number, and every tower scored from one prediction on all of `X`."""
     from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
     from .estimator import checkpoint_path, seeding
 
-    def stacked(array, part):  # (samples, folds, ...) of every fold's train or test part, shorter ones padded
-        parts = [array[getattr(fold, part)] for fold in job.folds]
-        longest = max(len(rows) for rows in parts)
-        return np.stack([np.concatenate([rows, np.repeat(rows[-1:], longest - len(rows), axis=0)]) for rows in parts],
-                        axis=1)
-
-    X_train, y_train, X_test = stacked(X, "train"), stacked(y, "train"), stacked(X, "test")
     fits = job.fits()
     first = job.candidates[0]
     each = [candidate.get_params() for _, _, candidate in fits]
     started = time.perf_counter()
     fitted = fit_towers(
-        [NETWORK.build(p) for p in each], X_train, y_train,
+        [NETWORK.build(p) for p in each], X, y, folds=[fold.train for fold in job.folds],
         task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
         epochs=[candidate.epochs for _, _, candidate in fits], early_stopping=[EARLY_STOPPING.build(p) for p in each],
         batch_size=first.batch_size,
         validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
         steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
-        callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X_train, X_test),
+        callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X,),
         checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
                      if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
         start=[job.starts[key, fold.key] for fold, key, _ in fits] if job.starts else None, keep_states=job.keep_states,
-        rows=[len(fold.train) for fold in job.folds],
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),
@@ -283,8 +276,8 @@ def _train_fused(job: Job, X, y, scorer, context) -> Trained:
     for tower, (fold, key, candidate) in enumerate(fits):
         history = fitted.histories[tower]
         diverged = divergence(history.get("loss", []))
-        view = fitted.view(tower, rows={id(X_train): len(fold.train), id(X_test): len(fold.test)})
-        scores = {} if diverged else _scores(scorer, view, X_train, y[fold.train], X_test, y[fold.test])
+        view = fitted.view(tower, of=X)  # scored on row numbers: every tower predicted X once
+        scores = {} if diverged else _scores(scorer, view, fold.train, y[fold.train], fold.test, y[fold.test])
         records.append(FitRecord.of(key, fold.key, hyperparameters(candidate.get_params()), fit_time=fit_time,
                                     history=history, fused=fused,
                                     failure=("diverged", f"TrainingDiverged: {diverged}") if diverged else None,

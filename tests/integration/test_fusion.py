@@ -162,17 +162,12 @@ def test_towers_continued_from_their_state_are_the_longer_solo_fits(digits, sett
                 np.testing.assert_allclose(fused_w, solo_w, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
 
 
-def _padded(parts: list) -> np.ndarray:
-    """Folds' arrays side by side, shorter ones padded with copies of their last row."""
-    longest = max(len(part) for part in parts)
-    return np.stack([np.concatenate([part, np.repeat(part[-1:], longest - len(part), axis=0)]) for part in parts], axis=1)
-
-
 def test_folds_in_one_program_are_each_fold_trained_alone(digits):
     """Fold fusion: three candidates on two folds of different sizes (399 and 400 samples: each
-    fold's training set its own input, in the order its solo fit shuffles it, split as it splits
-    it, the shorter fold padded and its last batch weighted) equal the six solo fits: weights,
-    per-epoch histories and outputs on each fold's test samples."""
+    fold's training set its own input, gathered by row number in the order its solo fit shuffles
+    it, split as it splits it, the shorter fold padded and its last batch weighted) equal the six
+    solo fits: weights, per-epoch histories and outputs on each fold's test samples (scored from
+    one prediction of every tower on all the samples)."""
     from sklearn.model_selection import StratifiedKFold
 
     from pipeline.spec.vocabulary import OPTIMIZER
@@ -184,13 +179,11 @@ def test_folds_in_one_program_are_each_fold_trained_alone(digits):
     splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=0).split(X, y))
     folds = [min(splits, key=lambda split: len(split[0])), max(splits, key=lambda split: len(split[0]))]
     assert [len(train) for train, _ in folds] == [399, 400]
-    X_train, X_test = _padded([X[train] for train, _ in folds]), _padded([X[test] for _, test in folds])
     towers = [NetworkSpec(**t) for t in TOWERS] * 2
     optimizers = SETTINGS["sgd"] * 2
     fit = dict(epochs=3, batch_size=32, validation_split=0.1, shuffle=True)
-    fused = fit_towers(towers, X_train, _padded([y[train] for train, _ in folds]), task="classification",
-                       optimizers=optimizers, seed=5, seeding=seeding, score_on=(X_test,),
-                       rows=[len(train) for train, _ in folds], **fit)
+    fused = fit_towers(towers, X, y, folds=[train for train, _ in folds], task="classification",
+                       optimizers=optimizers, seed=5, seeding=seeding, score_on=(X,), **fit)
     weights = tower_weights(fused.model, towers)
     for t in range(len(towers)):
         fold, member = divmod(t, len(TOWERS))
@@ -202,7 +195,7 @@ def test_folds_in_one_program_are_each_fold_trained_alone(digits):
         for name, values in solo.history_.items():
             np.testing.assert_allclose(fused.histories[t][name], values, atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL,
                                        err_msg=f"tower {t}: {name}")
-        np.testing.assert_allclose(fused.view(t, rows={id(X_test): len(test)}).predict_proba(X_test),
+        np.testing.assert_allclose(fused.view(t, of=X).predict_proba(test),
                                    solo.model_.predict(X[test], verbose=0), atol=WEIGHT_ATOL, rtol=WEIGHT_RTOL)
 
 
@@ -211,9 +204,8 @@ def test_folds_with_different_batch_counts_cannot_share_a_program(digits):
 
     X, y = digits
     with pytest.raises(ValueError, match="same number of batches per epoch"):  # 64 samples: 2 batches; 65: 3
-        fit_towers([NetworkSpec(hidden_layers=[8])] * 2, np.stack([X[:65], X[100:165]], axis=1),
-                   np.stack([y[:65], y[100:165]], axis=1), rows=[64, 65], task="classification",
-                   optimizers=[OptimizerSpec(name="sgd")] * 2, epochs=1, batch_size=32)
+        fit_towers([NetworkSpec(hidden_layers=[8])] * 2, X, y, folds=[np.arange(64), np.arange(100, 165)],
+                   task="classification", optimizers=[OptimizerSpec(name="sgd")] * 2, epochs=1, batch_size=32)
 
 
 @pytest.mark.parametrize("restore", [True, False], ids=["restore-best", "keep-last"])
