@@ -27,8 +27,8 @@ class LocalRunner:
     first, each job to the trainer with the least work so far; the jobs of one candidate train
     here (reusing its compiled models). At most `n_jobs` processes hold TensorFlow (each
     ~0.6 GB), each with `cores // n_jobs` threads: on this machine two processes of one thread
-    train a program's towers about 1.5x faster than one process of two threads
-    (`benchmarks/fused_profile.py`).
+    trained a program's towers from about 1.5x faster to about 10% slower than one process of
+    two threads (two runs of `benchmarks/fused_profile.py`).
     Workers started early (`EarlyWorkers`, while this process loads TensorFlow and the data)
     take any fused job; otherwise a worker's start-up (loading TensorFlow, ~5 s) costs about as
     much as a job, so only four fused jobs or more are shared with a worker."""
