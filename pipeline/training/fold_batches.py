@@ -6,10 +6,10 @@ shuffles one permutation per iterator, and its seed is fixed when the dataset is
 fused program is fed each fold's training samples already in that order, unshuffled, and its
 validation samples as validation data, gathered straight from the one copy of the data by the
 folds' row numbers. The folds of a k-fold split may differ by a sample: a shorter fold is padded
-at its end, and every target carries a weight that makes each tower's
-loss its own fold's batch mean (`pipeline.training.tower_layers.summed_loss`) and leaves padding
-out of losses, gradients and metrics. Folds need the same number of batches per epoch, else a
-shorter fold's towers would take an optimizer step that their solo fits never take.
+at its end, and every target carries a weight that makes each tower's loss its own fold's batch
+mean (`pipeline.training.tower_layers.summed_loss`) and leaves padding out of losses, gradients
+and metrics. Folds need the same number of batches per epoch, else a shorter fold's towers would
+take an optimizer step that their solo fits never take.
 """
 
 from __future__ import annotations
