@@ -141,27 +141,48 @@ class TowerDense(keras.layers.Layer):
 
 class TowerDropout(keras.layers.Layer):
     """Dropout on (T, batch, units) activations with each tower's own rate, own units (padding
-    excluded) and own random stream, i.e. the draws of the tower's solo Dropout layer."""
+    excluded) and own random stream, i.e. the draws of the tower's solo Dropout layer.
+
+    Row t of `seeds` is the state ([seed, counter]) of that solo layer's `SeedGenerator`: one
+    read and one update serve every tower at each step, then one draw per dropping tower, seeded
+    as Keras' TensorFlow backend seeds `keras.random.uniform` (a program with a generator and a
+    handful of small operations per tower cost about as much to trace as the towers' layers)."""
 
     def __init__(self, rates, widths, **kwargs):
         super().__init__(**kwargs)
         self.rates, self.widths = [float(r) for r in rates], [int(w) for w in widths]
-        self.generators = [keras.random.SeedGenerator(0) for _ in self.rates]
+
+    def build(self, input_shape):
+        self.seeds = self.add_weight(shape=(len(self.rates), 2), dtype="int64", initializer="zeros", trainable=False,
+                                     name="seeds")  # int64: the dtype of a SeedGenerator's state here
+        # a solo layer draws (its counter moves on) only when it drops something
+        self.advance = np.array([[0, 1 if rate > 0 else 0] for rate in self.rates], dtype="int64")
+        # (T, 1, 1): a unit is kept where its uniform draw is >= its tower's rate, then scaled
+        self.keep_from = np.array(self.rates, dtype="float32")[:, None, None]
+        self.scale = np.array([1.0 / (1.0 - rate) if rate > 0 else 1.0 for rate in self.rates],
+                              dtype="float32")[:, None, None]
 
     def call(self, inputs, training=False):
         if not training:
             return inputs
+        import tensorflow as tf
+
         ops, width = keras.ops, inputs.shape[-1]
         batch = ops.shape(inputs)[1]
-        masks = []  # each tower's scaled keep-mask, drawn as keras.random.dropout draws it
+        seeds = self.seeds.value * 1  # what each solo layer's `SeedGenerator.next()` returns
+        self.seeds.assign(seeds + self.advance)
+        drawn = ops.cast(tf.math.floormod(seeds, tf.int32.max - 1), "int32")  # Keras' `_cast_seed`
+        draws = []  # per tower: (batch, width) uniforms; padding columns never kept, towers without dropout always
         for t, (rate, units) in enumerate(zip(self.rates, self.widths)):
             if rate > 0:
-                uniform = keras.random.uniform((batch, units), seed=self.generators[t])
-                mask = ops.cast(uniform >= rate, inputs.dtype) * (1.0 / (1.0 - rate))
+                uniform = tf.random.stateless_uniform((batch, units), minval=tf.cast(0.0, "float32"),
+                                                      maxval=tf.cast(1.0, "float32"), dtype="float32", seed=drawn[t])
             else:
-                mask = ops.ones((batch, units), inputs.dtype)
-            masks.append(mask if units == width else ops.pad(mask, ((0, 0), (0, width - units))))
-        return inputs * ops.stack(masks)
+                uniform = ops.ones((batch, units), "float32")
+            draws.append(uniform if units == width else ops.pad(uniform, ((0, 0), (0, width - units)),
+                                                                 constant_values=-1.0))
+        mask = ops.cast(ops.stack(draws) >= self.keep_from, inputs.dtype) * self.scale
+        return inputs * mask
 
 
 class TowerMetrics(keras.metrics.Metric):
@@ -199,6 +220,23 @@ class TowerMetrics(keras.metrics.Metric):
         return result
 
 
+def tower_hyperparameters(optimizers) -> dict[str, list[float]]:
+    """Each `TowerOptimizer` hyperparameter's value per tower (an `OptimizerSpec` each), Keras'
+    defaults where a spec leaves one out."""
+    defaults = {"momentum": 0.0, "nesterov": False, "rho": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+    values: dict[str, list[float]] = {name: [] for name in TowerOptimizer.HYPERPARAMETERS}
+    for spec in optimizers:
+        args = {**defaults, **spec.specific_args()}
+        values["rates"].append(spec.learning_rate)
+        values["decays"].append(spec.decay)
+        for name in ("momentum", "rho", "beta_1", "beta_2", "epsilon"):
+            values[name].append(args[name])
+        values["nesterov"].append(float(bool(args["nesterov"])))
+        for name in ("rho", "beta_1", "beta_2"):
+            values[f"one_minus_{name}"].append(1 - args[name])  # in float64, as Python computes it for Keras
+    return values
+
+
 class TowerOptimizer(keras.optimizers.Optimizer):
     """SGD, RMSprop or Adam over stacked tower variables, with every hyperparameter per tower.
 
@@ -208,14 +246,22 @@ class TowerOptimizer(keras.optimizers.Optimizer):
     (`1 - rho` is computed in float64, then rounded), time-based decay as Keras'
     `InverseTimeDecay(decay_steps=1)`. Values are variables, so one compiled program serves any
     settings (`set_towers`); an epoch schedule sets `rates` per tower between epochs.
+
+    Two cheaper programs for common searches, with the same arithmetic per weight: `shared`
+    (every tower has the same settings and schedule, e.g. a grid over initializers) multiplies
+    by scalars, which on this CPU costs about half a broadcast multiply over a stacked kernel;
+    without `momentum` (no tower has any) the momentum slot is left out of the updates, as Keras
+    leaves it out of a solo optimizer's.
     """
 
     HYPERPARAMETERS = ("rates", "decays", "momentum", "nesterov", "rho", "one_minus_rho", "beta_1", "one_minus_beta_1",
                        "beta_2", "one_minus_beta_2", "epsilon")
 
-    def __init__(self, kind: str, n_towers: int, tower_shapes: dict[str, tuple[int, ...]], **kwargs):
+    def __init__(self, kind: str, n_towers: int, tower_shapes: dict[str, tuple[int, ...]], shared: bool = False,
+                 momentum: bool = True, **kwargs):
         super().__init__(learning_rate=0.0, name=f"tower_{kind}", **kwargs)
         self.kind, self.n_towers, self.tower_shapes = kind, n_towers, dict(tower_shapes)
+        self.shared, self.momentum = shared, momentum
 
     def build(self, variables):
         if self.built:
@@ -228,20 +274,21 @@ class TowerOptimizer(keras.optimizers.Optimizer):
         self.slots = {name: [self.add_variable_from_reference(v, name) for v in variables] for name in slots}
 
     def set_towers(self, optimizers) -> None:
-        """Each tower's `OptimizerSpec` (all of `kind`); Keras' defaults where one leaves a value out."""
-        defaults = {"momentum": 0.0, "nesterov": False, "rho": 0.9, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
-        values = {name: [] for name in self.HYPERPARAMETERS}
-        for spec in optimizers:
-            args = {**defaults, **spec.specific_args()}
-            values["rates"].append(spec.learning_rate)
-            values["decays"].append(spec.decay)
-            for name in ("momentum", "rho", "beta_1", "beta_2", "epsilon"):
-                values[name].append(args[name])
-            values["nesterov"].append(float(bool(args["nesterov"])))
-            for name in ("rho", "beta_1", "beta_2"):
-                values[f"one_minus_{name}"].append(1 - args[name])  # in float64, as Python computes it for Keras
+        """Each tower's `OptimizerSpec` (all of `kind`), which must fit this program (`program_for`)."""
+        values = tower_hyperparameters(optimizers)
+        if (self.shared and any(len(set(vector)) > 1 for vector in values.values())) or \
+                (not self.momentum and any(values["momentum"])):
+            raise ValueError("these optimizer settings need another fused program (see TowerOptimizer.program_for)")
         for name, vector in values.items():
             self.hyper[name].assign(np.asarray(vector, dtype="float64").astype("float32"))
+
+    @staticmethod
+    def program_for(optimizers, schedules) -> dict[str, bool]:
+        """The cheapest program (`shared`, `momentum`) that trains towers with these settings and schedules."""
+        values = tower_hyperparameters(optimizers)
+        shared = len({spec.model_dump_json() for spec in optimizers}) == 1 \
+            and len({spec.model_dump_json() for spec in schedules}) == 1
+        return {"shared": shared, "momentum": any(values["momentum"])}
 
     def reset(self) -> None:
         """Zero iterations and every slot: the next fit starts like one on a new optimizer."""
@@ -259,12 +306,17 @@ class TowerOptimizer(keras.optimizers.Optimizer):
         ops = keras.ops
         index = self._get_variable_index(variable)
 
-        def h(name):  # a hyperparameter along this variable's tower axes
-            return ops.reshape(self.hyper[name], self.broadcast_shapes[index])
+        def along_towers(vector):  # a (T,) vector along this variable's tower axes, or its one value
+            return vector[0] if self.shared else ops.reshape(vector, self.broadcast_shapes[index])
 
-        lr = ops.reshape(self.tower_rates(), self.broadcast_shapes[index])
+        def h(name):
+            return along_towers(self.hyper[name])
+
+        lr = along_towers(self.tower_rates())
         gradient = ops.cast(gradient, variable.dtype)
-        if self.kind == "sgd":
+        if self.kind == "sgd" and not self.momentum:
+            self.assign_sub(variable, ops.multiply(gradient, lr))
+        elif self.kind == "sgd":
             m = self.slots["momentum"][index]
             self.assign(m, ops.subtract(ops.multiply(m, h("momentum")), ops.multiply(gradient, lr)))
             nesterov_step = ops.subtract(ops.multiply(m, h("momentum")), ops.multiply(gradient, lr))
@@ -274,8 +326,11 @@ class TowerOptimizer(keras.optimizers.Optimizer):
             self.assign(velocity, ops.add(ops.multiply(h("rho"), velocity),
                                           ops.multiply(h("one_minus_rho"), ops.square(gradient))))
             increment = ops.divide(ops.multiply(lr, gradient), ops.sqrt(ops.add(velocity, h("epsilon"))))
-            self.assign(momentum, ops.add(ops.multiply(h("momentum"), momentum), increment))
-            self.assign_sub(variable, momentum)
+            if self.momentum:
+                self.assign(momentum, ops.add(ops.multiply(h("momentum"), momentum), increment))
+                self.assign_sub(variable, momentum)
+            else:
+                self.assign_sub(variable, increment)
         else:
             m, v = self.slots["momentum"][index], self.slots["velocity"][index]
             local_step = ops.cast(self.iterations + 1, variable.dtype)

@@ -80,11 +80,11 @@ def initial_state(tower: NetworkSpec, n_features: int, n_outputs: int, output_ac
 
 
 def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs: int, *, task: str,
-                      optimizer: str, folds: int = 1, steps_per_execution: int = 1):
+                      optimizer: str, folds: int = 1, steps_per_execution: int = 1, program: dict | None = None):
     """A compiled Keras model from (batch, folds, features) to (batch, towers, outputs):
     probabilities per tower for classification (softmax), values for regression; trained by a
     `TowerOptimizer` of kind `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings
-    `fit_towers` sets. Towers are fold-major: tower t reads fold t // (towers / folds); on
+    `fit_towers` sets (`program`: its `TowerOptimizer.program_for` flags). Towers are fold-major: tower t reads fold t // (towers / folds); on
     (batch, 1, features) every tower reads the same samples (how towers are scored)."""
     from ..core.runtime import keras as _keras
     from .tower_layers import TowerDense, TowerDropout, TowerMetrics, TowerOptimizer, summed_loss
@@ -113,7 +113,8 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
     model = keras.Sequential(layers)
     shapes = {variable.path: layer.tower_shape(variable)
               for layer in dense_layers(model) for variable in (layer.kernel, layer.bias)}
-    model.compile(optimizer=TowerOptimizer(optimizer, len(towers), shapes), loss=summed_loss(task, folds),
+    model.compile(optimizer=TowerOptimizer(optimizer, len(towers), shapes, **(program or {})),
+                  loss=summed_loss(task, folds),
                   metrics=[TowerMetrics(len(towers), folds, task, dense_layers(model))],
                   steps_per_execution=steps_per_execution)
     model.optimizer.build(model.trainable_variables)
@@ -127,9 +128,11 @@ def set_initial_state(model, states: Sequence[InitialState | TowerState]) -> Non
 
     dropouts = [layer for layer in model.layers if isinstance(layer, TowerDropout)]
     for depth, layer in enumerate(dropouts):
+        seeds = np.array(layer.seeds)
         for t, state in enumerate(states):
             if state.dropout_seeds:
-                layer.generators[t].state.assign(state.dropout_seeds[depth])
+                seeds[t] = state.dropout_seeds[depth]
+        layer.seeds.assign(seeds)
     _write_towers(model, [state.weights for state in states], lambda variable: variable, zeros=True)
 
 
@@ -221,8 +224,7 @@ def tower_state(model, towers: Sequence[NetworkSpec], tower: int, epochs: int) -
     """Tower `tower` as it stands after `epochs` epochs (its history is added once training ends)."""
     from .tower_layers import TowerDropout
 
-    dropout_seeds = [np.array(layer.generators[tower].state)
-                     for layer in model.layers if isinstance(layer, TowerDropout)]
+    dropout_seeds = [np.array(layer.seeds)[tower] for layer in model.layers if isinstance(layer, TowerDropout)]
     return TowerState(epochs, int(model.optimizer.iterations), tower_values(model, towers, tower, np.array),
                       tower_slots(model, towers, tower), dropout_seeds)
 
@@ -325,7 +327,7 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     the same shapes and optimizer kind is reused (no retracing) and towers' initial states are
     drawn once per seed.
     """
-    from .tower_layers import TowerEndings, TowerSchedules
+    from .tower_layers import TowerEndings, TowerOptimizer, TowerSchedules
 
     kinds = {spec.name for spec in optimizers}
     if len(kinds) != 1 or len(optimizers) != len(towers):
@@ -353,9 +355,13 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
         raise ValueError("continued towers need one state per tower, all after the same number of epochs")
     shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
     kind = kinds.pop()
-    model, _ = cache.fused((shapes, n_folds, n_features, n_outputs, task, kind, steps_per_execution),
+    schedules = schedules or [ScheduleSpec()] * len(towers)
+    program = TowerOptimizer.program_for(optimizers, schedules)
+    model, _ = cache.fused((shapes, n_folds, n_features, n_outputs, task, kind, steps_per_execution,
+                            tuple(program.items())),
                            lambda: build_fused_model(towers, n_features, n_outputs, task=task, optimizer=kind,
-                                                     folds=n_folds, steps_per_execution=steps_per_execution))
+                                                     folds=n_folds, steps_per_execution=steps_per_execution,
+                                                     program=program))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
     if start is None:
@@ -363,8 +369,7 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
     else:
         continue_from(model, start)
     initial_epoch = start[0].epochs if start else 0
-    schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer
-                               in zip(schedules or [ScheduleSpec()] * len(towers), optimizers)])
+    schedule = TowerSchedules([epoch_schedule(spec, optimizer) for spec, optimizer in zip(schedules, optimizers)])
     tower_epochs = [epochs] * len(towers) if isinstance(epochs, int) else list(epochs)
     def solo_model(tower, optimizer):  # a tower's solo model to save its file through (zeros: it draws nothing)
         return lambda: build_model(tower.model_copy(update={"init_mode": "zeros", "bias_init": "zeros"}),

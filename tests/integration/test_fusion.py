@@ -57,6 +57,9 @@ SETTINGS = {
     "sgd-schedules": [OptimizerSpec(name="sgd", learning_rate=0.1, momentum=0.8),
                       OptimizerSpec(name="sgd", learning_rate=0.05),
                       OptimizerSpec(name="sgd", learning_rate=0.08, momentum=0.9, nesterov=True)],
+    # one setting for every tower (a grid over the network): the programs multiplying by scalars
+    "rmsprop-shared": [OptimizerSpec(name="rmsprop", learning_rate=0.003)] * 3,
+    "sgd-shared": [OptimizerSpec(name="sgd", learning_rate=0.1, decay=0.001)] * 3,
 }
 SCHEDULES = [ScheduleSpec(name="exponential", k=0.3), ScheduleSpec(name="step", drop=0.5, epochs_drop=2),
              ScheduleSpec(name="warm_restarts", period=2, min_lr=0.001)]
@@ -64,7 +67,9 @@ SCHEDULES = [ScheduleSpec(name="exponential", k=0.3), ScheduleSpec(name="step", 
 
 @pytest.mark.parametrize("settings, shuffle", [
     ("rmsprop", False), ("rmsprop", True), ("sgd", True), ("adam", True), ("sgd-schedules", True),
-], ids=["rmsprop-unshuffled", "rmsprop", "sgd-momentum-nesterov-decay", "adam", "sgd-schedules"])
+    ("rmsprop-shared", True), ("sgd-shared", True),
+], ids=["rmsprop-unshuffled", "rmsprop", "sgd-momentum-nesterov-decay", "adam", "sgd-schedules", "rmsprop-shared",
+        "sgd-shared"])
 def test_fused_towers_are_the_candidates_trained_alone(digits, settings, shuffle):
     """Every tower's weights and per-epoch history (loss, accuracy, validation metrics, learning
     rate) after fused training equal those of the same candidate trained alone (the search's own
@@ -82,6 +87,8 @@ def test_fused_towers_are_the_candidates_trained_alone(digits, settings, shuffle
     schedules = SCHEDULES if settings.endswith("schedules") else [ScheduleSpec()] * len(towers)
     fused = fit_towers(towers, X, y, task="classification", optimizers=optimizers, schedules=schedules, seed=5,
                        seeding=seeding, **fit)
+    program = fused.model.optimizer
+    assert (program.shared, program.momentum) == (settings.endswith("shared"), any(o.momentum for o in optimizers))
     for t, (fused_weights, spec) in enumerate(zip(tower_weights(fused.model, towers), TOWERS)):
         solo_weights, solo_history = _solo(spec, X, y, optimizers[t], schedules[t], **fit)
         assert [w.shape for w in fused_weights] == [w.shape for w in solo_weights]
@@ -356,7 +363,7 @@ def test_tower_states_round_trip_and_a_damaged_one_is_ignored(tmp_path):
 
 def test_a_reused_fused_model_trains_like_a_new_one(digits):
     """The next fold reuses the last fused model (no retracing): same result as a freshly built one,
-    dropout included."""
+    dropout included; towers with other optimizer settings than the program was made for get another."""
     from pipeline.training.context import ModelCache
     from pipeline.training.towers import fit_towers
     from pipeline.tuning.estimator import seeding
@@ -377,6 +384,11 @@ def test_a_reused_fused_model_trains_like_a_new_one(digits):
     assert reused.histories == fresh.histories
     other_initializers = [tower.model_copy(update={"init_mode": "glorot_normal"}) for tower in spec]
     assert fit_towers(other_initializers, X[:300], y[:300], cache=cache, **fit).model is first.model
+    # one setting for both towers made a program of scalars: towers with two settings need another
+    different = [OptimizerSpec(name="adam", learning_rate=rate) for rate in (0.01, 0.02)]
+    with pytest.raises(ValueError, match="need another fused program"):
+        first.model.optimizer.set_towers(different)
+    assert fit_towers(spec, X[:300], y[:300], cache=cache, **{**fit, "optimizers": different}).model is not first.model
 
 
 def test_groups_train_in_worker_processes_with_the_same_results(tmp_path):
