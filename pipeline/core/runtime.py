@@ -6,9 +6,9 @@ fd 2 for the import only; errors still surface as Python exceptions. Nothing is 
 here: Python's own module table (`sys.modules`) remembers the import.
 
 The import also keeps Python's cyclic garbage collector off TensorFlow's objects: several
-hundred thousand module-lifetime objects that every full collection would walk again (measured
-here: ~0.6 s of collections during the import, ~0.6 s more during a fused search's fits, and
-~1 s at interpreter exit, per process).
+hundred thousand module-lifetime objects that every full collection would walk again (ad-hoc
+measurements during a fused search here, per process: ~0.6 s of collections during the import,
+~0.7 s more during the fits, and ~1 s of collection at interpreter exit).
 """
 
 from __future__ import annotations

@@ -145,8 +145,10 @@ class TowerDropout(keras.layers.Layer):
 
     Row t of `seeds` is the state ([seed, counter]) of that solo layer's `SeedGenerator`: one
     read and one update serve every tower at each step, then one draw per dropping tower, seeded
-    as Keras' TensorFlow backend seeds `keras.random.uniform` (a program with a generator and a
-    handful of small operations per tower cost about as much to trace as the towers' layers)."""
+    as Keras' TensorFlow backend seeds `keras.random.uniform`. (In an ad-hoc measurement, a
+    generator per tower, each with its own small operations at every step, made a 12-tower
+    program's first fit about 1 s slower to trace and run than the same program without
+    dropout.)"""
 
     def __init__(self, rates, widths, **kwargs):
         super().__init__(**kwargs)

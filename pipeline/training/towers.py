@@ -84,8 +84,9 @@ def build_fused_model(towers: Sequence[NetworkSpec], n_features: int, n_outputs:
     """A compiled Keras model from (batch, folds, features) to (batch, towers, outputs):
     probabilities per tower for classification (softmax), values for regression; trained by a
     `TowerOptimizer` of kind `optimizer` (sgd, rmsprop, adam), built, whose per-tower settings
-    `fit_towers` sets (`program`: its `TowerOptimizer.program_for` flags). Towers are fold-major: tower t reads fold t // (towers / folds); on
-    (batch, 1, features) every tower reads the same samples (how towers are scored)."""
+    `fit_towers` sets (`program`: the optimizer's `TowerOptimizer.program_for` flags). Towers
+    are fold-major: tower t reads fold t // (towers / folds); on (batch, 1, features) every
+    tower reads the same samples (how towers are scored)."""
     from ..core.runtime import keras as _keras
     from .tower_layers import TowerDense, TowerDropout, TowerMetrics, TowerOptimizer, summed_loss
 
