@@ -17,12 +17,13 @@ from ..data import load_dataset
 from ..review.plots import plot_loss_vs_iteration
 from ..spec.config import DataConfig
 from ..training.baselines import run_study
+from .common import command_parser
 
 TOY_DATASETS = ("vertical", "spiral")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.baselines", description=__doc__.splitlines()[0])
+    parser = command_parser("baselines", __doc__.splitlines()[0])
     parser.add_argument("study", choices=["random-weights"], help="which baseline study to run")
     parser.add_argument("--dataset", default="vertical", choices=TOY_DATASETS)
     parser.add_argument("--iterations", type=int, default=10_000, help="loss evaluations (gradient steps) per method")

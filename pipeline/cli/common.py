@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from importlib import metadata
 from pathlib import Path
 
 from ..core.errors import PipelineError
+
+
+def command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `pipeline.<command>`, named in help and errors as the user called it
+    (`pipeline-<command>`, the installed script, or `python -m pipeline.<command>`), with --version."""
+    script = Path(sys.argv[0]).name
+    prog = script if script == f"pipeline-{command}" else f"python -m pipeline.{command}"
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--version", action="version", version=f"pipeline {package_version()}")
+    return parser
+
+
+def package_version() -> str:
+    """The installed package's version (from its metadata: pyproject.toml is the one place it is written)."""
+    try:
+        return metadata.version("pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

@@ -14,11 +14,11 @@ from ..core.errors import PipelineError
 from ..core.files import write_csv_atomic
 from ..review.compare import compare_leaderboards, summary_table
 from ..review.report import RunFiles
-from .common import check_output_file
+from .common import check_output_file, command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description="several runs' leaderboards side by side")
+    parser = command_parser("compare", "several runs' leaderboards side by side")
     parser.add_argument("run_dirs", nargs="+", help="search run folders, e.g. outputs/init_grid-*")
     parser.add_argument("--top", type=int, default=10, help="ranks to show (default 10)")
     parser.add_argument("--out", help="write the side-by-side leaderboard to this CSV file")

@@ -14,11 +14,11 @@ import numpy as np
 
 from ..core.errors import PipelineError
 from ..data.inputs import read_inputs
-from .common import check_output_file
+from .common import check_output_file, command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.splitlines()[0])
+    parser = command_parser("predict", __doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a saved model folder, e.g. outputs/<run>/best_model")
     parser.add_argument("--input", required=True, nargs="+", help=".npz, IDX images file, or PNG/JPEG images")
     parser.add_argument("--labels", help="IDX labels file for an IDX images input (to report accuracy)")

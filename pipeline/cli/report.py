@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..review.report import write_report
+from .common import command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description="rebuild a run's report from its files")
+    parser = command_parser("report", "rebuild a run's report from its files")
     parser.add_argument("run_dir", help="a search run folder, e.g. outputs/init_grid-20261121-232505")
     return parser
 

@@ -18,13 +18,13 @@ from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError, storage_
 from ..core.files import run_lock
 from ..data import Dataset, load_dataset
 from ..spec.config import ExperimentConfig, load_config
-from .common import add_config_flags, cli_overrides
+from .common import add_config_flags, cli_overrides, command_parser
 
 DEFAULT_CONFIG = "configs/init_grid.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.search", description=__doc__.splitlines()[0])
+    parser = command_parser("search", __doc__.splitlines()[0])
     parser.add_argument("--config", help=f"YAML experiment (default: {DEFAULT_CONFIG}, the initializer grid)")
     add_config_flags(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the candidate and fit counts, then exit")

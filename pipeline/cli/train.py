@@ -12,11 +12,11 @@ from typing import Sequence
 
 from ..data import load_dataset
 from ..spec.config import load_config
-from .common import add_config_flags, cli_overrides
+from .common import add_config_flags, cli_overrides, command_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.splitlines()[0])
+    parser = command_parser("train", __doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML experiment file, e.g. configs/train_sgd_time_decay.yaml")
     parser.add_argument("--epochs", type=int, help="override training.epochs")
     add_config_flags(parser)
