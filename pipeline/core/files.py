@@ -103,12 +103,8 @@ def _replacing(path: Path, suffix: str) -> Iterator[str]:
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file, fsync and rename: all or nothing."""
-    with _replacing(Path(path), ".tmp") as temporary:
-        with open(temporary, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+    """Write `text` (UTF-8) to `path` via a temporary file, fsync and rename: all or nothing."""
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -44,6 +44,9 @@ def steps_per_epoch(samples: int, validation_split: float, batch_size: int) -> i
 def keras_order(samples: int, batch_size: int, seed: int | None, seeding: Callable | None) -> np.ndarray:
     """The order in which a Keras fit seeded with `seeding(seed)` draws `samples` training samples
     (Keras' own array adapter, run on the sample indices)."""
+    from ..core.runtime import keras as load_keras
+
+    load_keras()  # TensorFlow imported the project's way (quietly, frozen out of gc) before Keras' internals
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     with seeding(seed) if seeding is not None and seed is not None else nullcontext():
