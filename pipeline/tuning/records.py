@@ -3,7 +3,7 @@
 A fit is identified by two keys. The candidate key hashes every hyperparameter of the
 estimator (not only the searched ones), built strictly: a value that cannot be written as
 JSON faithfully is an error, never dropped, so two different candidates can never share a
-key. The fold key is `joblib.hash` of the training rows and labels the fit saw. Together
+key. The fold key is a SHA-256 of the training rows and labels the fit saw. Together
 they find a fit again on resume, whatever order and whichever process trained it.
 
 Failures come in two kinds. A *candidate failure* (the loss diverged, or the candidate's own
@@ -77,10 +77,20 @@ def params_key(params: dict[str, Any]) -> str:
 
 
 def fold_key(X, y) -> str:
-    """The key of the data a fit trained on (values and dtypes, via joblib's hash)."""
-    import joblib
+    """The key of the data a fit trained on: SHA-256 of both arrays' dtypes, shapes and values.
+    Every replayed fit hashes its training rows; over bytes this takes less than half the time
+    of `joblib.hash` (9 against 22 ms for a 5,333-digit fold, ad hoc, here). Arrays of Python objects,
+    whose bytes are pointers, go through `joblib.hash`."""
+    digest = hashlib.sha256()
+    for array in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
+        digest.update(f"{array.dtype.str}{array.shape};".encode())
+        if array.dtype.hasobject:
+            import joblib
 
-    return joblib.hash((np.asarray(X), np.asarray(y)))[:16]
+            digest.update(joblib.hash(array).encode())
+        else:
+            digest.update(array.data)
+    return digest.hexdigest()[:16]
 
 
 def resident_mb() -> float:

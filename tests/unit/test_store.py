@@ -90,6 +90,10 @@ def test_keys_are_strict_and_stable():
     X, y = np.arange(12, dtype="float32").reshape(4, 3), np.array([0, 1, 0, 1])
     assert fold_key(X, y) == fold_key(X.copy(), y.copy()) != fold_key(X, y[::-1])
     assert fold_key(X, y) != fold_key(X.astype("float64"), y)
+    assert fold_key(X, y) != fold_key(X.reshape(len(X), -1, 1), y)  # same bytes, another shape
+    assert fold_key(X.T, y) == fold_key(np.ascontiguousarray(X.T), y) != fold_key(X, y)
+    labels = np.array(["a", "b"] * (len(y) // 2) + ["a"] * (len(y) % 2), dtype=object)
+    assert fold_key(X, labels) == fold_key(X, labels.copy()) != fold_key(X, labels[::-1])
 
 
 def test_failures_are_classified():
