@@ -67,9 +67,10 @@ class Job:
 
     def cost(self) -> float:
         """Estimated time to train, in milliseconds on this machine: a program's tracing (~3 s)
-        and its steps, each about 3 ms plus 1 ms per tower and 128 samples in a batch
-        (`benchmarks/fused_profile.py`, one thread, batches of 128, two runs: 3.3-3.7 ms for one
-        tower, 9.7-12.0 ms for 8, 20.8-25.9 ms for 24)."""
+        and its steps, each about 3 ms plus 1 ms per tower and 128 samples in a batch (fitted to
+        two runs of `benchmarks/fused_profile.py` on earlier code, one thread, batches of 128:
+        3.3-3.7 ms for one tower, 9.7-12.0 ms for 8, 20.8-25.9 ms for 24; the run in
+        BENCHMARKS.md measured 2.2, 6.9 and 16.3 ms, about the same proportions)."""
         from ..training.fold_batches import steps_per_epoch
 
         first = self.candidates[0]
