@@ -68,8 +68,9 @@ def _build_for_scikeras(meta: dict[str, Any], params: dict[str, Any], **network:
 
 
 # scikeras passes a build function the `model__*` arguments its signature names. A `**kwargs`
-# signature would also make scikeras build its own optimizer from `optimizer__*` (which fails for
-# `decay`), so the signature names the network's fields, read from the vocabulary.
+# signature would also make scikeras build its own optimizer from `optimizer__*` (a Keras 3
+# optimizer drops `decay` with a warning), so the signature names the network's fields, read
+# from the vocabulary. tests/integration/test_scikeras_contract.py pins what we rely on.
 _build_for_scikeras.__signature__ = inspect.Signature(
     [inspect.Parameter("meta", inspect.Parameter.POSITIONAL_OR_KEYWORD),
      inspect.Parameter("params", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
