@@ -145,6 +145,13 @@ class _PipelineWrapper:
             raise CandidateFailed("diverged", describe_error(TrainingDiverged(diverged)))
         return self
 
+    def __getstate__(self):
+        """Pickled (by joblib, by users) without `fit_data_`: a weak reference, which cannot be
+        pickled, to the array of the last fit, used only by this process's replaying scorer."""
+        state = super().__getstate__()
+        state.pop("fit_data_", None)
+        return state
+
     def is_fit_data(self, X) -> bool:
         """Whether `X` is the very array this estimator was fitted on (scikit-learn scores the
         training data with the same object it fitted)."""

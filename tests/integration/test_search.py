@@ -58,6 +58,21 @@ def test_classifier_tags_make_cv_stratified():
     assert not is_classifier(KerasClassifier())
 
 
+def test_fitted_estimator_pickles_and_predicts_the_same():
+    import pickle
+
+    from pipeline.tuning.run import build_estimator
+
+    estimator = build_estimator(parse_config(TINY), "classification")
+    X = np.random.default_rng(0).random((40, 6)).astype("float32")
+    y = np.repeat(np.arange(4), 10)
+    estimator.fit(X, y)
+    assert estimator.is_fit_data(X)
+    copy = pickle.loads(pickle.dumps(estimator))
+    np.testing.assert_array_equal(copy.predict_proba(X), estimator.predict_proba(X))
+    assert not copy.is_fit_data(X)  # the weak reference to the training array stays behind
+
+
 @pytest.mark.parametrize("search, expected_rows", [
     ({"strategy": "random", "n_iter": 3, "params": {
         "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.05},
