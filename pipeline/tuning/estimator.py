@@ -20,6 +20,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..training.callbacks import make_callbacks  # first: loads TensorFlow quietly before scikeras imports it
 from ..training.factory import build_model
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE, NetworkSpec
@@ -50,7 +52,7 @@ def _build_for_scikeras(meta: dict[str, Any], params: dict[str, Any], **network:
     """scikeras build function: `meta` gives the data's shape, `params` the optimizer settings,
     `network` the routed `model__*` values. With a `context`, the last compiled model is reused
     when only the initial weights differ (see `pipeline.training.context`)."""
-    regression = meta.get("target_type_") == "continuous"
+    regression = "n_classes_" not in meta  # a regressor's meta has no classes, whatever its targets look like
     spec = NETWORK.build({f"model__{name}": value for name, value in network.items()})
     build = dict(
         n_features=meta["n_features_in_"],
@@ -133,6 +135,7 @@ class _PipelineWrapper:
             return self
         if self.context is not None:
             self.context.stop.raise_if_requested()
+        self._check_training_data(X, y, sample_weight)
         self.fold_key_ = fold_key(X, y) if self.checkpoint else None
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
@@ -144,6 +147,27 @@ class _PipelineWrapper:
         if diverged:
             raise CandidateFailed("diverged", describe_error(TrainingDiverged(diverged)))
         return self
+
+    def _check_training_data(self, X, y, sample_weight=None) -> None:
+        """Refuse bad training data (missing, empty, sparse, complex, non-finite, mismatched
+        lengths, several outputs, a continuous target for a classifier, sample weights of the
+        wrong shape or all zero) as scikit-learn's own checks do, with their ValueError or TypeError: the caller's
+        error, never recorded as the candidate's failure."""
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import check_X_y
+
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        # one output per sample (what `build_model` builds); a column vector warns, as scikit-learn's estimators do
+        _, y = check_X_y(X, y, accept_sparse=False, y_numeric=self.task == "regression", estimator=self)
+        if self.task == "classification":
+            check_classification_targets(y)
+        if sample_weight is not None:
+            weights = np.asarray(sample_weight)
+            if weights.shape != (len(y),):
+                raise ValueError(f"sample_weight.shape == {weights.shape}, expected {(len(y),)}!")
+            if not weights.any():
+                raise ValueError("Sample weights must contain at least one non-zero number.")
 
     def __getstate__(self):
         """Pickled (by joblib, by users) without `fit_data_`: a weak reference, which cannot be
