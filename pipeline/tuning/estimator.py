@@ -151,8 +151,8 @@ class _PipelineWrapper:
     def _check_training_data(self, X, y, sample_weight=None) -> None:
         """Refuse bad training data (missing, empty, sparse, complex, non-finite, mismatched
         lengths, several outputs, a continuous target for a classifier, sample weights of the
-        wrong shape or all zero) as scikit-learn's own checks do, with their ValueError or TypeError: the caller's
-        error, never recorded as the candidate's failure."""
+        wrong shape or all zero) as scikit-learn's own checks do, with their ValueError or
+        TypeError: the caller's error, never recorded as the candidate's failure."""
         from sklearn.utils.multiclass import check_classification_targets
         from sklearn.utils.validation import check_X_y
 
