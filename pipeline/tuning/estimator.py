@@ -20,8 +20,6 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..training.callbacks import make_callbacks  # first: loads TensorFlow quietly before scikeras imports it
 from ..training.factory import build_model
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE, NetworkSpec
@@ -159,15 +157,11 @@ class _PipelineWrapper:
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
         # one output per sample (what `build_model` builds); a column vector warns, as scikit-learn's estimators do
-        _, y = check_X_y(X, y, accept_sparse=False, y_numeric=self.task == "regression", estimator=self)
+        X, y = check_X_y(X, y, accept_sparse=False, y_numeric=self.task == "regression", estimator=self)
         if self.task == "classification":
             check_classification_targets(y)
         if sample_weight is not None:
-            weights = np.asarray(sample_weight)
-            if weights.shape != (len(y),):
-                raise ValueError(f"sample_weight.shape == {weights.shape}, expected {(len(y),)}!")
-            if not weights.any():
-                raise ValueError("Sample weights must contain at least one non-zero number.")
+            self._validate_sample_weight(X, y, sample_weight)  # scikeras' own check, which its fit repeats
 
     def __getstate__(self):
         """Pickled (by joblib, by users) without `fit_data_`: a weak reference, which cannot be

@@ -79,8 +79,8 @@ def params_key(params: dict[str, Any]) -> str:
 def fold_key(X, y) -> str:
     """The key of the data a fit trained on: SHA-256 of both arrays' dtypes, shapes and values.
     Every replayed fit hashes its training rows; over bytes this takes less than half the time
-    of `joblib.hash` (9 against 22 ms for a 5,333-digit fold, ad hoc, here). Arrays of Python objects,
-    whose bytes are pointers, go through `joblib.hash`."""
+    of `joblib.hash` (9 against 22 ms for a 5,333-digit fold, ad hoc, here). Arrays of Python
+    objects, whose bytes are pointers, go through `joblib.hash`."""
     digest = hashlib.sha256()
     for array in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
         digest.update(f"{array.dtype.str}{array.shape};".encode())

@@ -8,11 +8,8 @@ own `keras.wrappers.SKLearnClassifier`, changes one of them, a test here says wh
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-pytest.importorskip("scikeras")
-
-from pipeline.core.runtime import keras as load_keras  # noqa: E402
+from pipeline.core.runtime import keras as load_keras
 
 K = load_keras()  # TensorFlow loaded quietly, before scikeras imports it
 from scikeras.utils.random_state import tensorflow_random_state  # noqa: E402
