@@ -59,3 +59,29 @@ def tiny_search_run(tmp_path_factory):
     assert run_main(main, ["--config", config, "--output-dir", folder / "outputs", "--quiet"]) == 0
     (run_dir,) = (folder / "outputs").iterdir()
     return run_dir
+
+
+def read_tensorboard(folder: Path) -> dict[str, dict]:
+    """Every run of a TensorBoard log folder, read back from its event files with TensorBoard's
+    own reader: {run: {"experiment" | "session": parsed HParams data, "scalars": {tag: [(step, value)]}}}
+    ("." is the folder itself)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import metadata as hparams_metadata
+    from tensorboard.util import tensor_util
+
+    runs: dict[str, dict] = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        run = runs.setdefault(path.parent.relative_to(folder).as_posix(), {"scalars": {}})
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data
+                if plugin.plugin_name == "hparams":
+                    data = plugin.content
+                    if value.tag == hparams_metadata.EXPERIMENT_TAG:
+                        run["experiment"] = hparams_metadata.parse_experiment_plugin_data(data)
+                    elif value.tag == hparams_metadata.SESSION_START_INFO_TAG:
+                        run["session"] = hparams_metadata.parse_session_start_info_plugin_data(data)
+                else:
+                    number = tensor_util.make_ndarray(value.tensor).item()
+                    run["scalars"].setdefault(value.tag, []).append((event.step, number))
+    return runs

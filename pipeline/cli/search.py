@@ -149,7 +149,8 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
             print(f"  candidate {candidate}: {reason}")
     scores = ", ".join(f"{name} {value:.4f}" for name, value in outcome["test_scores"].items())
     print(f"test {scores} of the refitted best model ({dataset.name}, {len(dataset.y_test)} test samples)")
-    print(f"run folder: {run_dir} (report: {run_dir}/report.html)")
+    print(f"run folder: {run_dir} (report: {run_dir}/report.html; "
+          f"every fit in TensorBoard: tensorboard --logdir {run_dir}/tensorboard)")
     return 0
 
 

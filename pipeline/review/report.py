@@ -81,7 +81,9 @@ class RunFiles:
         self.run = json.loads((run_dir / "run.json").read_text())
         self.config = yaml.safe_load((run_dir / "config.yaml").read_text())
         self.history = _optional_csv(run_dir / "history.csv")
-        self.fit_histories = _optional_csv(run_dir / "fit_histories.csv")
+        # fold keys are hex digests: read as text, or "1234e567..." would become a number
+        self.fit_histories = _optional_csv(run_dir / "fit_histories.csv", dtype={"fold": str})
+        self.fits = _optional_csv(run_dir / "fits.csv", dtype={"fold_key": str, "fold": "Int64", "error": str})
         confusion = _optional_csv(run_dir / "confusion_matrix.csv")
         self.confusion = confusion.set_index("true") if confusion is not None else None
 
@@ -246,6 +248,6 @@ def _inline_html(text: str) -> str:
     return escaped
 
 
-def _optional_csv(path: Path) -> pd.DataFrame | None:
-    return pd.read_csv(path) if path.is_file() else None
+def _optional_csv(path: Path, **kwargs) -> pd.DataFrame | None:
+    return pd.read_csv(path, **kwargs) if path.is_file() else None
 

@@ -40,3 +40,29 @@ def fit_histories(records: Sequence[FitRecord], keys: Sequence[str]) -> pd.DataF
             frame.insert(0, "candidate", rows_of[record.key])
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["candidate", "fold", "epoch"])
+
+
+def fit_table(records: Sequence[FitRecord], keys: Sequence[str], fold_keys: Sequence[str],
+              metrics: Sequence[str]) -> pd.DataFrame:
+    """One row per recorded fit of a listed candidate (fits.csv): its candidate and fold number
+    (the fold's place in the CV splits, `fold_keys`; empty for data that is none of them, such as a
+    halving round's subsample), its test and train scores by metric, epochs trained, fit time,
+    towers and failure. results.csv has the per-fold scores by candidate; this table is the
+    same fits one by one, keyed so that a fit's curves in fit_histories.csv can be found."""
+    rows_of = {key: row for row, key in enumerate(keys)}
+    folds = {key: number for number, key in enumerate(fold_keys)}
+    rows = []
+    for record in records:
+        if record.key not in rows_of:
+            continue
+        row = {"candidate": rows_of[record.key], "fold": folds.get(record.fold), "fold_key": record.fold}
+        for part in ("test", "train"):
+            scores = record.scores(part, metrics)
+            row.update({f"{part}_{name}": scores.get(name, np.nan) for name in metrics})
+        row.update(epochs_trained=len(next(iter(record.history.values()), [])), fit_time=record.fit_time,
+                   fused_towers=(record.trainer.get("fused") or {}).get("towers", 0), error=record.reason)
+        rows.append(row)
+    columns = ["candidate", "fold", "fold_key", *(f"{part}_{name}" for part in ("test", "train") for name in metrics),
+               "epochs_trained", "fit_time", "fused_towers", "error"]
+    table = pd.DataFrame(rows, columns=columns).astype({"fold": "Int64"})
+    return table.sort_values(["candidate", "fold"], kind="stable", ignore_index=True)

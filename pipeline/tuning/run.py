@@ -93,11 +93,12 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from sklearn.base import clone
 
     from ..review.report import write_report
+    from ..review.tensorboard_export import write_tensorboard
     from ..review.tables import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
     from ..training.callbacks import graceful_interrupt
     from ..training.context import TrainingContext
-    from .records import candidate_key
-    from .results import fit_histories, record_columns
+    from .records import candidate_key, fold_key
+    from .results import fit_histories, fit_table, record_columns
 
     run_dir = run_dir or start_run(config, dataset)
     clock = time.perf_counter()  # this process only; wall_time_s spans the whole run (all workers)
@@ -117,7 +118,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
                                     and config.search.resource == "epochs")
             estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
                                         checkpoint_dir=checkpoint_dir)
-            search = build_search(config, estimator, make_cv(config, dataset.task), TrainFirst, RecordScorer(metrics))
+            cv = make_cv(config, dataset.task)
+            search = build_search(config, estimator, cv, TrainFirst, RecordScorer(metrics))
             search.session = session
             total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
             with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
@@ -133,11 +135,15 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         write_csv_atomic(results, run_dir / "results.csv")
         write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
         write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
+        x, y = dataset.x_train, dataset.y_train
+        fold_keys = [fold_key(x[train], y[train]) for train, _ in cv.split(x, y)]
+        write_csv_atomic(fit_table(records, keys, fold_keys, list(metrics)), run_dir / "fits.csv")
         if results["mean_test_score"].isna().all():
             reason = f"every candidate failed, e.g. {results['error'].iloc[0]}"
             update_run(run_dir, status="failed", reason=reason, finished=utc_now(), n_candidates=int(len(results)),
                        n_folds=config.cv.folds, failed_candidates=_failures(results))
             write_report(run_dir)
+            write_tensorboard(run_dir)
             raise EveryCandidateFailed(f"{reason}; see {run_dir}/report.html, change the search space and start a new run")
         chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
         best = best_params(results, cv_results)
@@ -168,6 +174,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         argv=sys.argv,
     )
     write_report(run_dir)
+    write_tensorboard(run_dir)
     return {**outcome, "run_dir": str(run_dir), "summary": summary_lines(results, cv_results)}
 
 
