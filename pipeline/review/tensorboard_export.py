@@ -124,7 +124,8 @@ def _hparam_value(value: Any) -> bool | float | str | None:
 
 def _hparam_domains(run: RunFiles, sessions: list[Session]):
     """name -> HParam with its domain: the config's interval for a sampled number
-    (`uniform`/`loguniform`/`randint`), else the values the sessions took."""
+    (`uniform`/`loguniform`/`randint`), else the values the sessions took (a column of mixed
+    types, numbers and text, becomes text, in the domain and in the sessions alike)."""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
     specs = _distributions(run.config)

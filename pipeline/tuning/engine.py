@@ -69,8 +69,9 @@ class Job:
         """Estimated time to train, in milliseconds on this machine: a program's tracing (~3 s)
         and its steps, each about 3 ms plus 1 ms per tower and 128 samples in a batch (fitted to
         two runs of `benchmarks/fused_profile.py` on earlier code, one thread, batches of 128:
-        3.3-3.7 ms for one tower, 9.7-12.0 ms for 8, 20.8-25.9 ms for 24; the run in
-        BENCHMARKS.md measured 3.1, 9.3 and 20.6 ms, about the same proportions)."""
+        3.3-3.7 ms for one tower, 9.7-12.0 ms for 8, 20.8-25.9 ms for 24; later runs measured
+        3.1, 9.3 and 20.6 ms on 5dcebbd and 2.2, 5.9 and 15.4 ms in BENCHMARKS.md, about the same
+        proportions)."""
         from ..training.fold_batches import steps_per_epoch
 
         first = self.candidates[0]
