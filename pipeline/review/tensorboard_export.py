@@ -159,9 +159,15 @@ def _distributions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for grid in grids:
         for name, spec in grid.items():
             found.setdefault(name, []).append(spec)
-    return {name: specs[0] for name, specs in found.items()
-            if all(spec == specs[0] for spec in specs) and isinstance(specs[0], dict)
-            and specs[0].get("distribution") in ("uniform", "loguniform", "randint")}
+    distributions = {}
+    for name, (first, *others) in found.items():
+        if (isinstance(first, dict) and all(spec == first for spec in others)
+                and first.get("distribution") in ("uniform", "loguniform", "randint")):
+            try:  # YAML reads 1e-3 (no dot) as text
+                distributions[name] = {**first, "low": float(first["low"]), "high": float(first["high"])}
+            except (KeyError, TypeError, ValueError):
+                continue
+    return distributions
 
 
 def _describe(tag: str, run: RunFiles) -> str:

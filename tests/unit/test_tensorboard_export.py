@@ -14,7 +14,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.review.tensorboard_export import write_tensorboard
 
 CONFIG = {"experiment": "hand", "search": {"strategy": "random", "params": [
-    {"optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.3},
+    {"optimizer__learning_rate": {"distribution": "loguniform", "low": "1e-3", "high": 0.3},  # YAML: 1e-3 is text
      "batch_size": {"distribution": "randint", "low": 16, "high": 128},
      "model__hidden_layers": [[64, 64], [32]], "optimizer__nesterov": [True, False]},
 ]}}
