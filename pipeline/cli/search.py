@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where fits train: this machine (default) or a Dask cluster (execution.backend)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="serve the local Dask cluster's dashboard on 127.0.0.1 (implies --backend dask)")
     parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
     parser.add_argument("--worker-fits", type=int, help=argparse.SUPPRESS)
     return parser

@@ -114,6 +114,9 @@ class ExecutionConfig(Spec):
     # tcp://host:8786, or without it a LocalCluster sized to this machine).
     backend: Literal["local", "dask"] = "local"
     scheduler: str | None = None
+    # The LocalCluster's Dask dashboard, on 127.0.0.1 (a free port; the link is printed). Off by
+    # default: every listening port is one more way in.
+    dashboard: bool = False
     # Candidates that differ only inside the model train together as towers of one program
     # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True

@@ -1,8 +1,9 @@
 """The Dask backend: a search's jobs trained by the workers of a Dask cluster.
 
 `dask_client` connects to a running scheduler (`--scheduler tcp://host:8786`) or starts a
-LocalCluster sized to the machine, checks that the scheduler and every worker can import
-`pipeline` (if they cannot, Dask would hang silently), and always closes what it started.
+LocalCluster sized to the machine (loopback only, TLS), checks that the scheduler and every
+worker can import `pipeline` (if they cannot, Dask would hang silently), and always closes what
+it started.
 
 `DaskRunner` runs the session's jobs (`pipeline.tuning.engine`) as tasks: the training data is
 scattered to the cluster once; each task sets TensorFlow's threads to its worker's Dask thread
@@ -14,6 +15,7 @@ never becomes a candidate's result.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -25,11 +27,18 @@ IMPORT_CHECK = "__import__('pipeline').__name__"
 
 
 @contextmanager
-def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
+def dask_client(scheduler: str | None, cores: int, dashboard: bool = False) -> Iterator[Any]:
     """A connected `distributed.Client`: to `scheduler`, or to a new LocalCluster of `cores`
-    single-threaded worker processes, closed (cluster included) on exit, error or Ctrl-C."""
+    single-threaded worker processes, closed (cluster included) on exit, error or Ctrl-C.
+
+    A Dask scheduler runs whatever pickled code its clients send, so the local cluster listens on
+    127.0.0.1 only and speaks TLS with certificates made in memory for this cluster alone
+    (`Security.temporary()`): another user of this machine can neither connect nor read the
+    traffic. Its dashboard is off unless asked for (`dashboard`, then on 127.0.0.1 too); the
+    scheduler's small HTTP server (health, metrics) takes a free loopback port instead of 8787."""
     try:
         from distributed import Client, LocalCluster
+        from distributed.security import Security
     except ImportError:
         raise PipelineError("--backend dask needs Dask: pip install -e \".[dask]\"") from None
     cluster = None
@@ -41,10 +50,19 @@ def dask_client(scheduler: str | None, cores: int) -> Iterator[Any]:
                 raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start one with "
                                     "`dask scheduler` or drop --scheduler to use a local cluster") from None
         else:
+            try:
+                security = Security.temporary()
+            except ImportError:
+                raise PipelineError("--backend dask needs the cryptography package for its TLS certificates: "
+                                    "pip install -e \".[dask]\"") from None
             with _sigint_ignored():  # the workers inherit it: Ctrl-C is the search's to handle, then it closes the cluster
-                cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                       silence_logs=40)
-            client = Client(cluster)
+                cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                       protocol="tls", security=security, silence_logs=40,
+                                       dashboard_address="127.0.0.1:0" if dashboard else None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0", "dashboard": dashboard})
+            client = Client(cluster)  # the cluster's security
+            if dashboard:
+                print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:
             check_cluster(client, scheduler or "the local cluster")
             yield client

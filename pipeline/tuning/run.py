@@ -72,7 +72,7 @@ def open_runner(config: ExperimentConfig, workers: int = 0) -> Iterator[Any]:
         return
     from .cluster import DaskRunner, dask_client
 
-    with dask_client(execution.scheduler, available_cores()) as client:
+    with dask_client(execution.scheduler, available_cores(), dashboard=execution.dashboard) as client:
         yield DaskRunner(client)
 
 

@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -182,3 +185,58 @@ def test_a_cluster_that_cannot_import_pipeline_is_one_line(tmp_path, capsys, mon
     assert err.startswith(f"error: the Dask scheduler at {address} cannot import pipeline (ModuleNotFoundError")
     assert "pip install -e ." in err and len(err.splitlines()) == 1
     assert not (tmp_path / "noimport").exists()
+
+
+def _listening(processes) -> set[str]:
+    """The IP addresses these processes listen on (TCP)."""
+    import psutil
+
+    found = set()
+    for process in processes:
+        try:
+            found |= {c.laddr.ip for c in process.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
+    """The LocalCluster of `--backend dask`: every port of the search's process and of the
+    workers is on 127.0.0.1; the scheduler takes only TLS clients holding this cluster's own
+    certificate (another certificate, plain TCP, and TLS without a client certificate are refused);
+    the dashboard is off unless asked."""
+    import psutil
+    from distributed import Client
+    from distributed.security import Security
+
+    from pipeline.tuning.cluster import dask_client
+
+    with dask_client(None, 2, dashboard=dashboard) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:") and client.submit(sum, [1, 2]).result() == 3
+        me = psutil.Process()
+        assert _listening([me, *me.children(recursive=True)]) == {"127.0.0.1"}
+        with pytest.raises(Exception, match="certificate does not match"):  # another cluster's certificate
+            Client(address, security=Security.temporary(), timeout="3s")
+        with pytest.raises(Exception):  # no TLS at all
+            Client(address.replace("tls://", "tcp://"), timeout="3s")
+        host, port = address[len("tls://"):].rsplit(":", 1)
+        anyone = ssl.create_default_context()
+        anyone.check_hostname, anyone.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection((host, int(port)), timeout=30) as raw, anyone.wrap_socket(raw) as connection:
+            # TLS without a client certificate: the server's alert, or the connection closed after it
+            with pytest.raises(OSError, match="CERTIFICATE_REQUIRED|EOF occurred|reset by peer"):
+                connection.sendall(b"hello")
+                connection.recv(1)
+        port = client.scheduler_info()["services"]["dashboard"]  # the scheduler's HTTP server, always there
+        status = f"http://127.0.0.1:{port}/status"
+        if dashboard:
+            with urllib.request.urlopen(status, timeout=30) as page:
+                assert b"Dask" in page.read()
+        else:
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(status, timeout=30)
+        link = client.dashboard_link
+    err = capsys.readouterr().err
+    assert (f"Dask dashboard: {link}" in err) == dashboard
