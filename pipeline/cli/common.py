@@ -49,6 +49,8 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"execution.backend={args.backend}")
     if getattr(args, "scheduler", None):
         overrides += [f"execution.scheduler={args.scheduler}"] + ([] if args.backend else ["execution.backend=dask"])
+    if getattr(args, "insecure", False):
+        overrides.append("execution.insecure=true")
     if getattr(args, "dashboard", False):
         overrides += ["execution.dashboard=true"] + ([] if args.backend else ["execution.backend=dask"])
     return overrides

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where fits train: this machine (default) or a Dask cluster (execution.backend)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plain tcp:// scheduler on a network address (execution.insecure; see README)")
     parser.add_argument("--dashboard", action="store_true",
                         help="serve the local Dask cluster's dashboard on 127.0.0.1 (implies --backend dask)")
     parser.add_argument("--worker", metavar="RUN_DIR", help=argparse.SUPPRESS)  # started by the supervisor
@@ -61,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
               f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
         return 0
+    if given.execution.insecure and given.execution.scheduler:
+        print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "
+              "code on its workers and on this machine (recorded in run.json's execution)", file=sys.stderr)
     if given.execution.backend == "dask" and given.execution.scheduler and run_dir is None:
         _check_scheduler(given.execution.scheduler)  # before the run folder exists: nothing half-made
     with _early_workers(given, wanted=not (run_dir and finished(run_dir))) as workers:

@@ -13,6 +13,7 @@ worker processes, recycling, fusing, the failure limit), which a resume may chan
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union
@@ -117,6 +118,8 @@ class ExecutionConfig(Spec):
     # The LocalCluster's Dask dashboard, on 127.0.0.1 (a free port; the link is printed). Off by
     # default: every listening port is one more way in.
     dashboard: bool = False
+    # Allow an unencrypted, unauthenticated tcp:// scheduler on a network address (see _safe_scheduler).
+    insecure: bool = False
     # Candidates that differ only inside the model train together as towers of one program
     # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True
@@ -130,6 +133,34 @@ class ExecutionConfig(Spec):
     max_memory_growth: float = Field(0.10, gt=0)
     # This many candidate failures in a row (not infrastructure failures) abort the run; null = never.
     max_consecutive_failures: int | None = Field(10, gt=0)
+
+    @model_validator(mode="after")
+    def _safe_scheduler(self) -> "ExecutionConfig":
+        """A Dask scheduler runs any pickled code its clients send, and this process unpickles
+        what comes back: plain TCP to a network address lets anyone on the way, or anyone who can
+        reach the port, run code on every worker and here. Refused unless `insecure`; decided from
+        the address text alone (no name lookup), so nothing is sent anywhere before."""
+        if self.scheduler and not self.insecure and not _loopback_or_tls(self.scheduler):
+            raise ValueError(f"execution.scheduler {self.scheduler}: plain tcp:// to a network address is "
+                             "unencrypted and unauthenticated, and a Dask scheduler runs any code its clients send; "
+                             "use a tls:// scheduler (Dask's TLS settings), or pass --insecure "
+                             "(execution.insecure: true) if only machines you trust can reach it")
+        return self
+
+
+def _loopback_or_tls(address: str) -> bool:
+    """Whether a Dask address is TLS, or TCP to this machine (localhost, 127.0.0.0/8, ::1)."""
+    scheme, _, rest = address.rpartition("://")
+    if scheme == "tls":
+        return True
+    host = rest.rsplit(":", 1)[0] if rest.count(":") == 1 or rest.startswith("[") else rest
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: not looked up, not trusted
+        return False
 
 
 class ReportConfig(Spec):

@@ -240,3 +240,24 @@ def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
         link = client.dashboard_link
     err = capsys.readouterr().err
     assert (f"Dask dashboard: {link}" in err) == dashboard
+
+
+def test_a_network_tcp_scheduler_is_refused_before_anything_is_sent(tmp_path):
+    """In a network namespace with no route (`unshare -rn`), so that even a bug sends nothing:
+    exit code 2 and one line before any connection attempt, no run folder; with --insecure the
+    same command warns and then tries to connect (and fails: there is no network)."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -rn (user and network namespaces)")
+    config = write_config(tmp_path, search={"strategy": "grid", "params": PARAMS})
+    command = ["unshare", "-rn", sys.executable, "-m", "pipeline.search", "--config", str(config),
+               "--output-dir", str(tmp_path / "outputs"), "--scheduler", "tcp://192.0.2.1:8786"]
+    started = time.monotonic()
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert refused.returncode == 2 and time.monotonic() - started < 30
+    assert refused.stderr.startswith("error: ") and len(refused.stderr.strip().splitlines()) == 1
+    assert "unencrypted and unauthenticated" in refused.stderr and "--insecure" in refused.stderr
+    assert not (tmp_path / "outputs").exists()
+
+    tried = subprocess.run([*command, "--insecure"], capture_output=True, text=True, cwd=PROJECT, timeout=120)
+    assert tried.returncode == 2 and "WARNING: --insecure" in tried.stderr
+    assert "cannot reach the Dask scheduler at tcp://192.0.2.1:8786" in tried.stderr

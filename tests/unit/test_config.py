@@ -117,3 +117,19 @@ def test_missing_and_malformed_files(tmp_path):
 
 def test_defaults_match_tiny_sections():
     assert parse_config(TINY).cv.folds == 2
+
+
+@pytest.mark.parametrize("address, allowed", [
+    ("tcp://127.0.0.1:8786", True), ("127.0.0.1:8786", True), ("tcp://localhost:8786", True),
+    ("tcp://[::1]:8786", True), ("tls://10.0.0.5:8786", True), ("tcp://10.0.0.5:8786", False),
+    ("tcp://0.0.0.0:8786", False), ("tcp://scheduler.example:8786", False), ("10.0.0.5:8786", False),
+])
+def test_plain_tcp_to_a_network_scheduler_needs_insecure(tmp_path, address, allowed):
+    path = write_config(tmp_path)
+    overrides = [f"execution.scheduler={address}", "execution.backend=dask"]
+    if allowed:
+        assert load_config(path, overrides).execution.scheduler == address
+    else:
+        with pytest.raises(PipelineError, match="unencrypted and unauthenticated.*--insecure"):
+            load_config(path, overrides)
+        assert load_config(path, [*overrides, "execution.insecure=true"]).execution.insecure
