@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,13 @@ def write_config(folder: Path, name: str = "tiny.yaml", **sections) -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump({**TINY, **sections}, sort_keys=False))
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def run_main(main, argv) -> int:

@@ -17,7 +17,7 @@ from typing import Sequence
 from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError, storage_problem
 from ..core.files import run_lock
 from ..data import Dataset, load_dataset
-from ..spec.config import ExperimentConfig, load_config
+from ..spec.config import ExperimentConfig, load_config, loopback_or_tls
 from .common import add_config_flags, cli_overrides, command_parser
 
 DEFAULT_CONFIG = "configs/init_grid.yaml"
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
               f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
         return 0
-    if given.execution.insecure and given.execution.scheduler:
+    if given.execution.insecure and given.execution.scheduler and not loopback_or_tls(given.execution.scheduler):
         print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "
               "code on its workers and on this machine (recorded in run.json's execution)", file=sys.stderr)
     if given.execution.backend == "dask" and given.execution.scheduler and run_dir is None:

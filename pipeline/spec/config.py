@@ -140,7 +140,7 @@ class ExecutionConfig(Spec):
         what comes back: plain TCP to a network address lets anyone on the way, or anyone who can
         reach the port, run code on every worker and here. Refused unless `insecure`; decided from
         the address text alone (no name lookup), so nothing is sent anywhere before."""
-        if self.scheduler and not self.insecure and not _loopback_or_tls(self.scheduler):
+        if self.scheduler and not self.insecure and not loopback_or_tls(self.scheduler):
             raise ValueError(f"execution.scheduler {self.scheduler}: plain tcp:// to a network address is "
                              "unencrypted and unauthenticated, and a Dask scheduler runs any code its clients send; "
                              "use a tls:// scheduler (Dask's TLS settings), or pass --insecure "
@@ -148,7 +148,7 @@ class ExecutionConfig(Spec):
         return self
 
 
-def _loopback_or_tls(address: str) -> bool:
+def loopback_or_tls(address: str) -> bool:
     """Whether a Dask address is TLS, or TCP to this machine (localhost, 127.0.0.0/8, ::1)."""
     scheme, _, rest = address.rpartition("://")
     if scheme == "tls":

@@ -28,7 +28,7 @@ class LocalRunner:
     here (reusing its compiled models). At most `n_jobs` processes hold TensorFlow (each
     ~0.6 GB), each with `cores // n_jobs` threads: on this machine two processes of one thread
     trained a program's towers from about 1.5x faster to about 10% slower than one process of
-    two threads (four runs of `benchmarks/fused_profile.py`).
+    two threads (five runs of `benchmarks/fused_profile.py`).
     Workers started early (`EarlyWorkers`, while this process loads TensorFlow and the data)
     take any fused job; otherwise a worker's start-up (loading TensorFlow, ~5 s) costs about as
     much as a job, so only four fused jobs or more are shared with a worker."""

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import PROJECT, run_main, write_config
+from conftest import PROJECT, free_port, run_main, write_config
 
 pytest.importorskip("distributed")
 
@@ -28,17 +28,11 @@ DASK = Path(sys.executable).parent / "dask"
 PARAMS = {"model__init_mode": ["zeros", "glorot_uniform", "he_normal"], "batch_size": [16, 32]}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def dask_cluster(workers: int = 2):
     """A scheduler and `workers` single-threaded workers (no nanny: the worker is the process we
     start, so its PID is the one that trains), loopback only, killed by PID afterwards."""
-    address = f"tcp://127.0.0.1:{_free_port()}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     quiet = dict(cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     processes = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
                                    "--no-dashboard"], **quiet)]
@@ -163,7 +157,7 @@ def test_a_local_cluster_is_shut_down(tmp_path, outcome):
 
 
 def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
-    code, _ = _search(tmp_path, "nowhere", "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
+    code, _ = _search(tmp_path, "nowhere", "--scheduler", f"tcp://127.0.0.1:{free_port()}",
                       search={"strategy": "grid", "params": PARAMS})
     assert code == 2
     err = capsys.readouterr().err.strip()

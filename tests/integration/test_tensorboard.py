@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import read_tensorboard, run_main
+from conftest import free_port, read_tensorboard, run_main
 
 from pipeline import report
 
@@ -78,16 +77,10 @@ def test_report_rewrites_the_tensorboard_folder_of_an_existing_run(tiny_search_r
     assert "fits.csv missing" in capsys.readouterr().err and not (run_dir / "tensorboard").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def tensorboard_server(tiny_search_run, tmp_path):
     """A real `tensorboard` on 127.0.0.1 serving the run's folder; its URL."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "tensorboard.log").open("w")
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(tiny_search_run / "tensorboard"),
                                "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
