@@ -35,3 +35,7 @@ def compare() -> int:
 
 def baselines() -> int:
     return _run("baselines")
+
+
+def cluster() -> int:
+    return _run("cluster")

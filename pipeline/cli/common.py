@@ -51,6 +51,9 @@ def cli_overrides(args: argparse.Namespace) -> list[str]:
         overrides += [f"execution.scheduler={args.scheduler}"] + ([] if args.backend else ["execution.backend=dask"])
     if getattr(args, "insecure", False):
         overrides.append("execution.insecure=true")
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        if getattr(args, name, None):
+            overrides.append(f"execution.{name}={getattr(args, name)}")
     if getattr(args, "dashboard", False):
         overrides += ["execution.dashboard=true"] + ([] if args.backend else ["execution.backend=dask"])
     return overrides

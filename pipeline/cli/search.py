@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from ..core.errors import EXIT_FAILED, EXIT_INTERRUPTED, PipelineError, storage_problem
 from ..core.files import run_lock
@@ -33,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=["local", "dask"],
                         help="where fits train: this machine (default) or a Dask cluster (execution.backend)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="Dask scheduler, e.g. tcp://host:8786 (implies --backend dask; without it a local cluster)")
+                        help="Dask scheduler, e.g. tls://host:8786 (implies --backend dask; without it a local cluster)")
+    parser.add_argument("--tls-ca", "--tls-ca-file", dest="tls_ca", metavar="FILE",
+                        help="a tls:// scheduler's CA certificate (execution.tls_ca; pipeline.cluster certs makes it)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="the certificate to present to it (execution.tls_cert)")
+    parser.add_argument("--tls-key", metavar="FILE", help="that certificate's private key (execution.tls_key)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a plain tcp:// scheduler on a network address (execution.insecure; see README)")
     parser.add_argument("--dashboard", action="store_true",
@@ -66,9 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if given.execution.insecure and given.execution.scheduler and not loopback_or_tls(given.execution.scheduler):
         print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "
               "code on its workers and on this machine (recorded in run.json's execution)", file=sys.stderr)
-    if given.execution.backend == "dask" and given.execution.scheduler and run_dir is None:
-        _check_scheduler(given.execution.scheduler)  # before the run folder exists: nothing half-made
-    with _early_workers(given, wanted=not (run_dir and finished(run_dir))) as workers:
+    wanted = not (run_dir and finished(run_dir))
+    with _scheduler_client(given, wanted) as client, _early_workers(given, wanted) as workers:
         if run_dir is None:
             dataset = load_dataset(given.data, given.seed)
             run_dir = start_run(given, dataset)
@@ -83,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = given
             execution = config.execution
             if execution.fits_per_process == 0 or execution.backend == "dask":  # in-process (Dask's workers train)
-                return _run_here(config, dataset, run_dir, progress=not args.quiet, workers=workers.count)
+                return _run_here(config, dataset, run_dir, progress=not args.quiet, workers=workers.count,
+                                 client=client)
             total = count_fits(config, dataset).fits - 1
             if total <= execution.fits_per_process:  # one worker's quota: spare a process start-up
                 return _run_here(config, dataset, run_dir, progress=not args.quiet, workers=workers.count)
@@ -91,6 +96,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             workers.close()  # this process supervises; its worker processes train
             return supervise(run_dir, total, execution.fits_per_process, progress=not args.quiet)
+
+
+@contextmanager
+def _scheduler_client(config: ExperimentConfig, wanted: bool) -> Iterator[Any]:
+    """The Dask scheduler's client, connected and checked before the run folder exists (so a
+    refusal leaves nothing half-made) and used for the whole search; None without `--scheduler`
+    (a local cluster starts with the search, `pipeline.tuning.run.open_runner`) or if not `wanted`."""
+    execution = config.execution
+    if not (wanted and execution.backend == "dask" and execution.scheduler):
+        yield None
+        return
+    from ..tuning.certificates import TlsFiles
+    from ..tuning.cluster import dask_client
+
+    with dask_client(execution.scheduler, cores=0, tls=TlsFiles.of(execution)) as client:
+        yield client
 
 
 def _early_workers(config: ExperimentConfig, wanted: bool = True):
@@ -120,15 +141,17 @@ def _work(run_dir: Path, worker_fits: int | None) -> int:
 
 
 def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool, budget=None,
-              workers: int = 0) -> int:
-    """Run the search in this process (and its `workers` started early) and print the tutorial-style summary."""
+              workers: int = 0, client=None) -> int:
+    """Run the search in this process (and its `workers` started early, or on the Dask scheduler
+    of `client`) and print the tutorial-style summary."""
     from ..tuning.lifecycle import mark_run
     from ..tuning.run import run_search
     from ..tuning.session import InfrastructureStop, SearchAborted
 
     resume = f"python -m pipeline.search --resume {run_dir}"
     try:
-        outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget, workers=workers)
+        outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget, workers=workers,
+                             client=client)
     except KeyboardInterrupt:
         mark_run(run_dir, "interrupted")
         print(f"\ninterrupted: finished fits are kept in {run_dir}/journal.jsonl; continue with\n  {resume}",
@@ -199,14 +222,6 @@ def _report_of_finished_run(run_dir: Path) -> None:
         write_report(run_dir)
     print(f"{run_dir} is already finished: nothing to train{'; rebuilt its report' if rebuild else ''} "
           f"(results: {run_dir}/report.html)")
-
-
-def _check_scheduler(address: str) -> None:
-    """Connect to the Dask scheduler once and check the cluster (errors are one line)."""
-    from ..tuning.cluster import dask_client
-
-    with dask_client(address, cores=0):
-        pass
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class ExecutionConfig(Spec):
     """How a search executes. None of it changes a result, so `--resume` may change any of it."""
 
     # Where fits train: "local" (this machine) or "dask" (the scheduler at `scheduler`, e.g.
-    # tcp://host:8786, or without it a LocalCluster sized to this machine).
+    # tls://host:8786, or without it a LocalCluster sized to this machine).
     backend: Literal["local", "dask"] = "local"
     scheduler: str | None = None
     # The LocalCluster's Dask dashboard, on 127.0.0.1 (a free port; the link is printed). Off by
@@ -120,6 +120,12 @@ class ExecutionConfig(Spec):
     dashboard: bool = False
     # Allow an unencrypted, unauthenticated tcp:// scheduler on a network address (see _safe_scheduler).
     insecure: bool = False
+    # A tls:// scheduler's CA certificate, and the certificate (+ private key, unless appended to
+    # it) this search presents: the files the cluster was started with (python -m pipeline.cluster
+    # certs DIR makes them). Without them, Dask's own TLS settings (distributed.comm.tls.*).
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
     # Candidates that differ only inside the model train together as towers of one program
     # (pipeline/tuning/engine.py), at most max_towers at a time; fuse: false trains every fit alone.
     fuse: bool = True
@@ -143,8 +149,16 @@ class ExecutionConfig(Spec):
         if self.scheduler and not self.insecure and not loopback_or_tls(self.scheduler):
             raise ValueError(f"execution.scheduler {self.scheduler}: plain tcp:// to a network address is "
                              "unencrypted and unauthenticated, and a Dask scheduler runs any code its clients send; "
-                             "use a tls:// scheduler (Dask's TLS settings), or pass --insecure "
+                             "use a tls:// scheduler with the cluster's certificates (--tls-ca/--tls-cert/--tls-key, made by "
+                             "python -m pipeline.cluster certs DIR; see README), or pass --insecure "
                              "(execution.insecure: true) if only machines you trust can reach it")
+        given = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(self, name)]
+        if given and not (self.scheduler or "").startswith("tls://"):
+            raise ValueError(f"execution.{given[0]}: TLS files are for a tls:// scheduler (--scheduler tls://HOST:PORT); "
+                             "the local cluster makes its own certificates")
+        if given and not (self.tls_ca and self.tls_cert):
+            raise ValueError("execution.tls_ca and execution.tls_cert go together (--tls-ca ca.pem --tls-cert cluster.pem, "
+                             "and --tls-key cluster-key.pem unless the key is in the certificate file)")
         return self
 
 

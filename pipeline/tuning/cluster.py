@@ -1,16 +1,16 @@
 """The Dask backend: a search's jobs trained by the workers of a Dask cluster.
 
-`dask_client` connects to a running scheduler (`--scheduler tcp://host:8786`) or starts a
-LocalCluster sized to the machine (loopback only, TLS), checks that the scheduler and every
-worker can import `pipeline` (if they cannot, Dask would hang silently), and always closes what
-it started.
+`dask_client` connects to a running scheduler (`--scheduler tls://host:8786` with the cluster's
+certificate files, see `pipeline.tuning.certificates`) or starts a LocalCluster sized to the
+machine (loopback only, TLS), checks that the scheduler and every worker can import `pipeline`
+(if they cannot, Dask would hang silently), registers the worker plugin that sets TensorFlow's
+threads (`pipeline.tuning.dask_worker`), and always closes what it started.
 
-`DaskRunner` runs the session's jobs (`pipeline.tuning.engine`) as tasks: the training data is
-scattered to the cluster once; each task sets TensorFlow's threads to its worker's Dask thread
-count, trains the job with its own training context and returns the records, which the
-search's process writes as tasks finish. A task that fails (a killed or lost worker, after
-Dask's own retries) is an infrastructure failure: the session logs and retries it, and it
-never becomes a candidate's result.
+`DaskRunner` runs the session's jobs (`pipeline.tuning.engine`) as tasks, one fused program (or
+single fit) per task: the training data is scattered to the cluster once; each task trains its
+job with its own training context and returns the records, which the search's process writes as
+tasks finish. A task that fails (a killed or lost worker, after Dask's own retries) is an
+infrastructure failure: the session logs and retries it, and it never becomes a candidate's result.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from ..core.errors import PipelineError
+from .certificates import INSTALL, TlsFiles, cluster_security
 
 # Evaluated by `eval`, so the check itself unpickles anywhere; `pipeline` imports lazily, so this
 # does not load TensorFlow (whose threads are set after it).
@@ -27,9 +28,11 @@ IMPORT_CHECK = "__import__('pipeline').__name__"
 
 
 @contextmanager
-def dask_client(scheduler: str | None, cores: int, dashboard: bool = False) -> Iterator[Any]:
-    """A connected `distributed.Client`: to `scheduler`, or to a new LocalCluster of `cores`
-    single-threaded worker processes, closed (cluster included) on exit, error or Ctrl-C.
+def dask_client(scheduler: str | None, cores: int, dashboard: bool = False,
+                tls: TlsFiles | None = None) -> Iterator[Any]:
+    """A connected and checked `distributed.Client`: to `scheduler` (over TLS with `tls`, or Dask's
+    own TLS settings, for a tls:// address), or to a new LocalCluster of `cores` single-threaded
+    worker processes, closed (cluster included) on exit, error or Ctrl-C.
 
     A Dask scheduler runs whatever pickled code its clients send, so the local cluster listens on
     127.0.0.1 only and speaks TLS with certificates made in memory for this cluster alone
@@ -40,21 +43,17 @@ def dask_client(scheduler: str | None, cores: int, dashboard: bool = False) -> I
         from distributed import Client, LocalCluster
         from distributed.security import Security
     except ImportError:
-        raise PipelineError("--backend dask needs Dask: pip install -e \".[dask]\"") from None
+        raise PipelineError(f"--backend dask needs Dask: {INSTALL}") from None
     cluster = None
     try:
         if scheduler:
-            try:
-                client = Client(scheduler, timeout="10s")
-            except (OSError, TimeoutError) as error:
-                raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start one with "
-                                    "`dask scheduler` or drop --scheduler to use a local cluster") from None
+            client = _connect(Client, scheduler, cluster_security(scheduler, tls))
         else:
             try:
                 security = Security.temporary()
             except ImportError:
-                raise PipelineError("--backend dask needs the cryptography package for its TLS certificates: "
-                                    "pip install -e \".[dask]\"") from None
+                raise PipelineError(f"--backend dask needs the cryptography package for its TLS certificates: "
+                                    f"{INSTALL}") from None
             with _sigint_ignored():  # the workers inherit it: Ctrl-C is the search's to handle, then it closes the cluster
                 cluster = LocalCluster(n_workers=cores, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        protocol="tls", security=security, silence_logs=40,
@@ -65,12 +64,41 @@ def dask_client(scheduler: str | None, cores: int, dashboard: bool = False) -> I
                 print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
         try:
             check_cluster(client, scheduler or "the local cluster")
-            yield client
+            from .dask_worker import TensorFlowThreads
+
+            client.register_plugin(TensorFlowThreads())
+            try:
+                yield client
+            finally:
+                if scheduler:  # a shared cluster's later workers need not load TensorFlow for us
+                    _unregister(client, TensorFlowThreads.name)
         finally:
             client.close()
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _connect(Client, scheduler: str, security) -> Any:
+    """A client of `scheduler`, or one line saying why not: a TLS refusal (certificates that are
+    not the cluster's) or no scheduler there."""
+    try:
+        return Client(scheduler, security=security, timeout="10s")
+    except (OSError, TimeoutError) as error:
+        text = str(error)
+        if security is not None and ("certificate" in text.lower() or "SSL" in text):
+            raise PipelineError(f"the Dask scheduler at {scheduler} refused the TLS connection ({text}); give the "
+                                "--tls-ca/--tls-cert/--tls-key files the scheduler and workers were started with") from None
+        raise PipelineError(f"cannot reach the Dask scheduler at {scheduler} ({error}); start one with "
+                            "`dask scheduler` or drop --scheduler to use a local cluster") from None
+
+
+def _unregister(client, name: str) -> None:
+    """Remove our worker plugin from the scheduler, if it can still be reached."""
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception:  # a lost scheduler keeps nothing anyway; the search's outcome is what matters
+        pass
 
 
 @contextmanager
@@ -132,6 +160,8 @@ class DaskRunner:
     def run(self, jobs, X, y, scorer, context) -> Iterator[tuple[Any, Any]]:
         from distributed import as_completed
 
+        from .dask_worker import train_on_worker
+
         if not jobs:
             return
         X_future, y_future = self._data(X, y)
@@ -147,12 +177,3 @@ class DaskRunner:
                     yield futures[future], error
         finally:
             self.client.cancel(list(futures))
-
-
-def train_on_worker(job, X, y, scorer):
-    """A Dask task: one job, with as many TensorFlow threads as the worker has Dask threads."""
-    from distributed import get_worker
-
-    from .runners import train_in_worker
-
-    return train_in_worker(job, X, y, scorer, threads=get_worker().state.nthreads, ignore_interrupt=False)

@@ -57,9 +57,10 @@ def build_estimator(config: ExperimentConfig, task: str, *, context=None, replay
 
 
 @contextmanager
-def open_runner(config: ExperimentConfig, workers: int = 0) -> Iterator[Any]:
+def open_runner(config: ExperimentConfig, workers: int = 0, client=None) -> Iterator[Any]:
     """Where the search's jobs train: this machine's processes (with `workers` worker processes
-    already started, see `pipeline.tuning.runners.EarlyWorkers`), or a Dask cluster (closed afterwards)."""
+    already started, see `pipeline.tuning.runners.EarlyWorkers`), or a Dask cluster: the scheduler
+    of `client` (connected by the caller, which closes it), else one connected and closed here."""
     from .runners import LocalRunner, available_cores
 
     execution = config.execution
@@ -70,9 +71,14 @@ def open_runner(config: ExperimentConfig, workers: int = 0) -> Iterator[Any]:
         finally:
             runner.close()
         return
+    from .certificates import TlsFiles
     from .cluster import DaskRunner, dask_client
 
-    with dask_client(execution.scheduler, available_cores(), dashboard=execution.dashboard) as client:
+    if client is not None:
+        yield DaskRunner(client)
+        return
+    with dask_client(execution.scheduler, available_cores(), dashboard=execution.dashboard,
+                     tls=TlsFiles.of(execution)) as client:
         yield DaskRunner(client)
 
 
@@ -84,9 +90,10 @@ def local_trainers(config: ExperimentConfig) -> int:
 
 
 def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None, *, progress: bool = True,
-               budget: FitBudget | None = None, workers: int = 0) -> dict[str, Any]:
+               budget: FitBudget | None = None, workers: int = 0, client=None) -> dict[str, Any]:
     """Run (or, in an existing run folder, resume) the search; write results, best model and run.json.
-    `workers`: local worker processes started before (`pipeline.tuning.runners.EarlyWorkers`).
+    `workers`: local worker processes started before (`pipeline.tuning.runners.EarlyWorkers`);
+    `client`: a Dask client already connected to `execution.scheduler` (see `open_runner`).
 
     Everything it keeps between fits (compiled models, the stop flag, the fit budget) belongs to
     this call: two searches in one process share nothing."""
@@ -110,7 +117,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     execution = config.execution
     metrics = scoring_metrics(config, dataset.task)
     with graceful_interrupt(context.stop):
-        with open_runner(config, workers) as runner:  # its workers end before the refit
+        with open_runner(config, workers, client) as runner:  # its workers end before the refit
             session = SearchSession(run_dir, context=context, runner=runner,
                                     max_towers=execution.max_towers if execution.fuse else 1,
                                     max_consecutive_failures=execution.max_consecutive_failures, budget=budget,

@@ -197,9 +197,10 @@ def _in_workers(jobs: list[Job], X, y, scorer, workers: int, threads: int) -> Ou
             yield futures[future], error
 
 
-def train_in_worker(job: Job, X, y, scorer, threads: int, ignore_interrupt: bool = True):
-    """`train_job` in a worker process with its own training context and `threads` TensorFlow threads.
-    Ctrl-C reaches the whole process group; the search's process handles it, so workers ignore it."""
+def train_in_worker(job: Job, X, y, scorer, threads: int | None, ignore_interrupt: bool = True):
+    """`train_job` in a worker process with its own training context and `threads` TensorFlow
+    threads (None: as set already, e.g. by a Dask worker plugin). Ctrl-C reaches the whole process
+    group; the search's process handles it, so workers ignore it."""
     import signal
 
     from ..core.runtime import configure_threads
@@ -207,7 +208,8 @@ def train_in_worker(job: Job, X, y, scorer, threads: int, ignore_interrupt: bool
 
     if ignore_interrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    configure_threads(threads)
+    if threads is not None:
+        configure_threads(threads)
     return train_job(job, X, y, scorer, TrainingContext())
 
 

@@ -28,23 +28,58 @@ DASK = Path(sys.executable).parent / "dask"
 PARAMS = {"model__init_mode": ["zeros", "glorot_uniform", "he_normal"], "batch_size": [16, 32]}
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    """The cluster's TLS files, made as the README says (`python -m pipeline.cluster certs DIR`)."""
+    from pipeline.cluster import main
+
+    folder = tmp_path_factory.mktemp("cluster") / "certs"
+    assert run_main(main, ["certs", folder]) == 0
+    return folder
+
+
+def tls_flags(certs: Path, ca_flag: str = "--tls-ca") -> list:
+    """The TLS flags of the search (`--tls-ca`) or of `dask scheduler`/`dask worker` (`--tls-ca-file`)."""
+    return [ca_flag, certs / "ca.pem", "--tls-cert", certs / "cluster.pem", "--tls-key", certs / "cluster-key.pem"]
+
+
+def tls_security(certs: Path):
+    from distributed.security import Security
+
+    return Security(tls_ca_file=str(certs / "ca.pem"), tls_client_cert=str(certs / "cluster.pem"),
+                    tls_client_key=str(certs / "cluster-key.pem"), require_encryption=True)
+
+
+def start_worker(address: str, certs: Path) -> subprocess.Popen:
+    """A single-threaded `dask worker` (no nanny: the worker is the process we start, so its PID is
+    the one that trains) on 127.0.0.1, with the cluster's TLS files as the README starts one."""
+    return subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                             "--no-dashboard", "--death-timeout", "60", *map(str, tls_flags(certs, "--tls-ca-file"))],
+                            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 @contextmanager
-def dask_cluster(workers: int = 2):
-    """A scheduler and `workers` single-threaded workers (no nanny: the worker is the process we
-    start, so its PID is the one that trains), loopback only, killed by PID afterwards."""
-    address = f"tcp://127.0.0.1:{free_port()}"
-    quiet = dict(cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    processes = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
-                                   "--no-dashboard"], **quiet)]
+def dask_cluster(certs: Path, workers: int = 2):
+    """`dask scheduler` and `workers` `dask worker` processes, TLS with `certs`, loopback only,
+    killed by PID afterwards. Yields the scheduler's address, the worker PIDs and a function that
+    starts one more worker."""
+    address = f"tls://127.0.0.1:{free_port()}"
+    processes = [subprocess.Popen([str(DASK), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                                   "--port", address.rsplit(":", 1)[1], "--no-dashboard",
+                                   *map(str, tls_flags(certs, "--tls-ca-file"))],
+                                  cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+
+    def add_worker() -> int:
+        processes.append(start_worker(address, certs))
+        return processes[-1].pid
+
     try:
-        for _ in range(workers):
-            processes.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-nanny",
-                                               "--host", "127.0.0.1", "--no-dashboard", "--death-timeout", "60"], **quiet))
+        pids = [add_worker() for _ in range(workers)]
         from distributed import Client
 
-        with Client(address, timeout="30s") as client:
+        with Client(address, security=tls_security(certs), timeout="30s") as client:
             client.wait_for_workers(workers, timeout=60)
-        yield address, [p.pid for p in processes[1:]]
+        yield address, pids, add_worker
     finally:
         for process in processes:
             if process.poll() is None:
@@ -65,14 +100,26 @@ def _search(tmp_path: Path, name: str, *extra, **sections) -> tuple[int, Path]:
     return code, runs[0] if runs else None
 
 
-def test_a_search_on_a_dask_cluster_equals_a_local_one(tmp_path):
+THREADS = "__import__('tensorflow').config.threading.get_intra_op_parallelism_threads()"
+
+
+def test_a_search_on_a_tls_cluster_equals_a_local_one(tmp_path, certs, monkeypatch):
+    """The README's cluster: a TLS scheduler and two workers started with the files of
+    `pipeline.cluster certs`; the search connects once, both workers train, the results equal a
+    local run's."""
     from distributed import Client
 
-    with dask_cluster(2) as (address, worker_pids):
-        code, remote = _search(tmp_path, "remote", "--scheduler", address, search={"strategy": "grid", "params": PARAMS})
-        with Client(address) as client:  # TensorFlow in each worker: as many threads as the worker has (1)
-            threads = client.run(eval, "__import__('tensorflow').config.threading.get_intra_op_parallelism_threads()")
-    assert code == 0
+    import pipeline.tuning.cluster
+
+    connections = []
+    connect = pipeline.tuning.cluster._connect
+    monkeypatch.setattr(pipeline.tuning.cluster, "_connect", lambda *a: connections.append(a[1]) or connect(*a))
+    with dask_cluster(certs, 2) as (address, worker_pids, _):
+        code, remote = _search(tmp_path, "remote", "--scheduler", address, *tls_flags(certs),
+                               search={"strategy": "grid", "params": PARAMS})
+        with Client(address, security=tls_security(certs)) as client:  # TensorFlow: as many threads as the worker has
+            threads = client.run(eval, THREADS)
+    assert code == 0 and connections == [address]
     assert list(threads.values()) == [1, 1]
     code, local = _search(tmp_path, "local", search={"strategy": "grid", "params": PARAMS})
     assert code == 0
@@ -85,15 +132,55 @@ def test_a_search_on_a_dask_cluster_equals_a_local_one(tmp_path):
     run = json.loads((remote / "run.json").read_text())
     assert run["status"] == "finished" and run["failed_candidates"] == {} and run["incidents"] == 0
     assert run["execution"]["backend"] == "dask" and run["execution"]["scheduler"] == address
+    assert run["execution"]["tls_cert"] == str(certs / "cluster.pem")
     assert (remote / "best_model" / "model.weights.h5").is_file()
 
 
-def test_a_worker_killed_mid_group_costs_no_candidate(tmp_path):
+def test_a_tls_cluster_refuses_strangers_and_later_workers_get_the_threads(tmp_path, certs, capsys):
+    """Without the cluster's certificate nobody gets in: the search with another folder's files
+    or with none is one line, exit 2, no run folder; plain TCP, another certificate and TLS
+    without a client certificate are refused. While a search is connected, a worker that joins
+    gets TensorFlow's thread setting; afterwards the scheduler keeps no plugin of ours."""
+    from distributed import Client
+
+    from pipeline.cluster import main as cluster_main
+    from pipeline.tuning.certificates import TlsFiles
+    from pipeline.tuning.cluster import dask_client
+    from pipeline.tuning.dask_worker import TensorFlowThreads
+
+    assert run_main(cluster_main, ["certs", tmp_path / "other"]) == 0
+    capsys.readouterr()
+    with dask_cluster(certs, 1) as (address, _, add_worker):
+        for flags, expected in ((tls_flags(tmp_path / "other"), f"the Dask scheduler at {address} refused the TLS "),
+                                ([], "needs the cluster's CA and a client certificate: --tls-ca")):
+            code, run_dir = _search(tmp_path, "stranger", "--scheduler", address, *flags,
+                                    search={"strategy": "grid", "params": PARAMS})
+            err = capsys.readouterr().err.strip()
+            assert code == 2 and run_dir is None
+            assert err.startswith("error: ") and expected in err and len(err.splitlines()) == 1
+        assert_refuses_strangers(address)
+
+        files = TlsFiles(str(certs / "ca.pem"), str(certs / "cluster.pem"), str(certs / "cluster-key.pem"))
+        with dask_client(address, cores=0, tls=files) as client:
+            assert list(client.run(eval, THREADS).values()) == [1]
+            joined = add_worker()
+            client.wait_for_workers(2, timeout=60)
+            deadline = time.time() + 60  # the plugin's setup (TensorFlow's import) runs before the worker's first task
+            while (threads := client.run(eval, THREADS)) != {w: 1 for w in threads} and time.time() < deadline:
+                time.sleep(0.5)
+            assert len(threads) == 2 and set(threads.values()) == {1}
+            assert joined in client.run(os.getpid).values()
+        with Client(address, security=tls_security(certs)) as client:
+            plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    assert TensorFlowThreads.name not in plugins
+
+
+def test_a_worker_killed_mid_group_costs_no_candidate(tmp_path, certs):
     """Kill one of two workers while they train fused groups: the lost group is trained again
     (it is an infrastructure failure, not the candidates'), the search completes with every
     candidate scored, and every fit is recorded exactly once."""
     sections = dict(training={"epochs": 6, "batch_size": 16}, search={"strategy": "grid", "params": PARAMS})
-    with dask_cluster(2) as (address, worker_pids):
+    with dask_cluster(certs, 2) as (address, worker_pids, _):
         journal = []
 
         def kill_when_training_started():
@@ -108,7 +195,7 @@ def test_a_worker_killed_mid_group_costs_no_candidate(tmp_path):
 
         killer = threading.Thread(target=kill_when_training_started)
         killer.start()
-        code, run_dir = _search(tmp_path, "killed", "--scheduler", address, **sections)
+        code, run_dir = _search(tmp_path, "killed", "--scheduler", address, *tls_flags(certs), **sections)
         killer.join()
     assert journal, "the worker was never killed: no fit finished"
     assert code == 0
@@ -166,14 +253,15 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "nowhere").exists()  # checked before the run folder is made
 
 
-def test_a_cluster_that_cannot_import_pipeline_is_one_line(tmp_path, capsys, monkeypatch):
+def test_a_cluster_that_cannot_import_pipeline_is_one_line(tmp_path, capsys, monkeypatch, certs):
     """The import check runs on the scheduler before anything is sent (here made to import a
     module that is not installed anywhere, as a scheduler without this project would fail)."""
     import pipeline.tuning.cluster
 
     monkeypatch.setattr(pipeline.tuning.cluster, "IMPORT_CHECK", "__import__('pipeline_not_installed').__name__")
-    with dask_cluster(1) as (address, _):
-        code, _ = _search(tmp_path, "noimport", "--scheduler", address, search={"strategy": "grid", "params": PARAMS})
+    with dask_cluster(certs, 1) as (address, _, _):
+        code, _ = _search(tmp_path, "noimport", "--scheduler", address, *tls_flags(certs),
+                          search={"strategy": "grid", "params": PARAMS})
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: the Dask scheduler at {address} cannot import pipeline (ModuleNotFoundError")
@@ -194,6 +282,26 @@ def _listening(processes) -> set[str]:
     return found
 
 
+def assert_refuses_strangers(address: str) -> None:
+    """The TLS scheduler at `address` refuses a client with another cluster's certificate, a plain
+    TCP client, and a TLS connection without a client certificate."""
+    from distributed import Client
+    from distributed.security import Security
+
+    with pytest.raises(Exception, match="certificate does not match"):  # another cluster's certificate
+        Client(address, security=Security.temporary(), timeout="3s")
+    with pytest.raises(Exception):  # no TLS at all
+        Client(address.replace("tls://", "tcp://"), timeout="3s")
+    host, port = address[len("tls://"):].rsplit(":", 1)
+    anyone = ssl.create_default_context()
+    anyone.check_hostname, anyone.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, int(port)), timeout=30) as raw, anyone.wrap_socket(raw) as connection:
+        # TLS without a client certificate: the server's alert, or the connection closed after it
+        with pytest.raises(OSError, match="CERTIFICATE_REQUIRED|EOF occurred|reset by peer"):
+            connection.sendall(b"hello")
+            connection.recv(1)
+
+
 @pytest.mark.parametrize("dashboard", [False, True])
 def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
     """The LocalCluster of `--backend dask`: every port of the search's process and of the
@@ -201,8 +309,6 @@ def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
     certificate (another certificate, plain TCP, and TLS without a client certificate are refused);
     the dashboard is off unless asked."""
     import psutil
-    from distributed import Client
-    from distributed.security import Security
 
     from pipeline.tuning.cluster import dask_client
 
@@ -211,18 +317,7 @@ def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
         assert address.startswith("tls://127.0.0.1:") and client.submit(sum, [1, 2]).result() == 3
         me = psutil.Process()
         assert _listening([me, *me.children(recursive=True)]) == {"127.0.0.1"}
-        with pytest.raises(Exception, match="certificate does not match"):  # another cluster's certificate
-            Client(address, security=Security.temporary(), timeout="3s")
-        with pytest.raises(Exception):  # no TLS at all
-            Client(address.replace("tls://", "tcp://"), timeout="3s")
-        host, port = address[len("tls://"):].rsplit(":", 1)
-        anyone = ssl.create_default_context()
-        anyone.check_hostname, anyone.verify_mode = False, ssl.CERT_NONE
-        with socket.create_connection((host, int(port)), timeout=30) as raw, anyone.wrap_socket(raw) as connection:
-            # TLS without a client certificate: the server's alert, or the connection closed after it
-            with pytest.raises(OSError, match="CERTIFICATE_REQUIRED|EOF occurred|reset by peer"):
-                connection.sendall(b"hello")
-                connection.recv(1)
+        assert_refuses_strangers(address)
         port = client.scheduler_info()["services"]["dashboard"]  # the scheduler's HTTP server, always there
         status = f"http://127.0.0.1:{port}/status"
         if dashboard:

@@ -133,3 +133,25 @@ def test_plain_tcp_to_a_network_scheduler_needs_insecure(tmp_path, address, allo
         with pytest.raises(PipelineError, match="unencrypted and unauthenticated.*--insecure"):
             load_config(path, overrides)
         assert load_config(path, [*overrides, "execution.insecure=true"]).execution.insecure
+
+
+@pytest.mark.parametrize("overrides, problem", [
+    (["execution.tls_ca=ca.pem", "execution.tls_cert=c.pem"], "TLS files are for a tls:// scheduler"),  # local cluster
+    (["execution.scheduler=tcp://127.0.0.1:8786", "execution.tls_ca=ca.pem", "execution.tls_cert=c.pem"],
+     "TLS files are for a tls:// scheduler"),
+    (["execution.scheduler=tls://10.0.0.5:8786", "execution.tls_ca=ca.pem"], "tls_ca and execution.tls_cert go together"),
+    (["execution.scheduler=tls://10.0.0.5:8786", "execution.tls_cert=c.pem", "execution.tls_key=k.pem"],
+     "tls_ca and execution.tls_cert go together"),
+])
+def test_tls_files_belong_to_a_tls_scheduler(tmp_path, overrides, problem):
+    with pytest.raises(PipelineError, match=problem):
+        load_config(write_config(tmp_path), ["execution.backend=dask", *overrides])
+
+
+def test_tls_files_of_a_tls_scheduler(tmp_path):
+    from pipeline.tuning.certificates import TlsFiles
+
+    execution = load_config(write_config(tmp_path), ["execution.scheduler=tls://10.0.0.5:8786", "execution.tls_ca=ca.pem",
+                                                     "execution.tls_cert=c.pem"]).execution
+    assert TlsFiles.of(execution) == TlsFiles("ca.pem", "c.pem", None)
+    assert TlsFiles.of(load_config(write_config(tmp_path)).execution) is None
