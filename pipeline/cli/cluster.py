@@ -25,8 +25,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tls = f"--tls-ca-file {ca} --tls-cert {cert} --tls-key {key}"
     print(f"wrote {ca}, {cert} and {key} (the private key: readable by you only; copy the folder to every "
           f"machine of the cluster, and to no one else), valid for {args.days} days.\n"
-          f"Start the cluster and search with them:\n"
-          f"  dask scheduler --protocol tls --host HOST --port 8786 --no-dashboard {tls}\n"
-          f"  dask worker tls://HOST:8786 --nthreads 1 {tls}\n"
+          f"Start the cluster (HOST: the scheduler's address, WORKER: the worker's) and search with them:\n"
+          f"  dask scheduler --protocol tls --host HOST --port 8786 --no-dashboard --dashboard-address 127.0.0.1:8787 "
+          f"{tls}\n"
+          f"  dask worker tls://HOST:8786 --nthreads 1 --host WORKER --no-dashboard --dashboard-address 127.0.0.1:0 "
+          f"{tls}\n"
           f"  python -m pipeline.search --scheduler tls://HOST:8786 --tls-ca {ca} --tls-cert {cert} --tls-key {key}")
     return 0

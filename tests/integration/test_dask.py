@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from conftest import PROJECT, free_port, run_main, write_config
@@ -54,7 +55,8 @@ def start_worker(address: str, certs: Path) -> subprocess.Popen:
     """A single-threaded `dask worker` (no nanny: the worker is the process we start, so its PID is
     the one that trains) on 127.0.0.1, with the cluster's TLS files as the README starts one."""
     return subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
-                             "--no-dashboard", "--death-timeout", "60", *map(str, tls_flags(certs, "--tls-ca-file"))],
+                             "--no-dashboard", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60",
+                             *map(str, tls_flags(certs, "--tls-ca-file"))],
                             cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -65,7 +67,7 @@ def dask_cluster(certs: Path, workers: int = 2):
     starts one more worker."""
     address = f"tls://127.0.0.1:{free_port()}"
     processes = [subprocess.Popen([str(DASK), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                                   "--port", address.rsplit(":", 1)[1], "--no-dashboard",
+                                   "--port", address.rsplit(":", 1)[1], "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
                                    *map(str, tls_flags(certs, "--tls-ca-file"))],
                                   cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
 
@@ -79,6 +81,7 @@ def dask_cluster(certs: Path, workers: int = 2):
 
         with Client(address, security=tls_security(certs), timeout="30s") as client:
             client.wait_for_workers(workers, timeout=60)
+        assert _listening([psutil.Process(p.pid) for p in processes]) == {"127.0.0.1"}  # as the README starts them
         yield address, pids, add_worker
     finally:
         for process in processes:
@@ -211,8 +214,6 @@ def test_a_worker_killed_mid_group_costs_no_candidate(tmp_path, certs):
 def _children() -> set[int]:
     """PIDs of this process's live children, except multiprocessing's resource tracker (one per
     interpreter, started with the first worker process and kept for the interpreter's lifetime)."""
-    import psutil
-
     found = set()
     for child in psutil.Process().children():
         try:
@@ -271,8 +272,6 @@ def test_a_cluster_that_cannot_import_pipeline_is_one_line(tmp_path, capsys, mon
 
 def _listening(processes) -> set[str]:
     """The IP addresses these processes listen on (TCP)."""
-    import psutil
-
     found = set()
     for process in processes:
         try:
@@ -308,8 +307,6 @@ def test_the_local_cluster_speaks_tls_on_loopback_only(dashboard, capsys):
     workers is on 127.0.0.1; the scheduler takes only TLS clients holding this cluster's own
     certificate (another certificate, plain TCP, and TLS without a client certificate are refused);
     the dashboard is off unless asked."""
-    import psutil
-
     from pipeline.tuning.cluster import dask_client
 
     with dask_client(None, 2, dashboard=dashboard) as client:
