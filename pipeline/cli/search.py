@@ -65,8 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, dataset = load_run_dataset(run_dir) if run_dir else (given, load_dataset(given.data, given.seed))
         plan = count_fits(config, dataset)
         rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if len(plan.candidates) > 1 else ""
+        repeats = f" x {config.cv.repeats} repeats" if config.cv.repeats > 1 else ""
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
-              f"x {plan.folds} folds + 1 refit = {plan.fits} fits")
+              f"x {config.cv.folds} folds{repeats} + 1 refit = {plan.fits} fits")
         return 0
     if given.execution.insecure and given.execution.scheduler and not loopback_or_tls(given.execution.scheduler):
         print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "

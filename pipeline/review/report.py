@@ -22,6 +22,7 @@ import yaml
 from ..core.errors import PipelineError
 from ..core.files import run_is_locked, save_figure_atomic, write_text_atomic
 from . import plots
+from .significance import comparison_sentences, split_scores
 from .tables import param_columns
 
 TOP = 10
@@ -108,7 +109,7 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks: list[Block] = [Heading(f"Search report: {info['experiment']}", 1)]
     blocks.append(Text(
         f"Run `{run.dir.name}`: {search.get('strategy', '?')} search, {info.get('n_candidates', len(results))} "
-        f"candidates x {info.get('n_folds', '?')} folds, seed {info.get('seed', '?')}, status {run.status}, "
+        f"candidates x {info.get('n_folds', '?')} folds{_repeats(info)}, seed {info.get('seed', '?')}, status {run.status}, "
         f"wall time {info.get('wall_time_s', '?')} s."
     ))
     requested = f" (requested: {data.get('requested')})" if data.get("requested") != data.get("name") else ""
@@ -124,6 +125,7 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks.append(Heading("Failed candidates"))
     blocks.append(Table(failed[["rank", *run.params, "error"]]) if len(failed) else Text("None."))
 
+    blocks += _comparison(results, info)
     blocks.append(Heading("Best model"))
     if "best_params" not in info:
         blocks.append(Text(f"None: the run's status is {run.status}."))
@@ -162,6 +164,25 @@ def report_blocks(run: RunFiles) -> list[Block]:
                 blocks.append(_plot(run, f"history_{metric}", f"Best model, refitted: {metric} per epoch",
                                     plots.plot_history(run.history, metric)))
     return blocks
+
+
+def _repeats(info: dict) -> str:
+    return f" x {info['cv_repeats']} repeats" if info.get("cv_repeats", 1) > 1 else ""
+
+
+def _comparison(results: pd.DataFrame, info: dict) -> list[Block]:
+    """The best candidate against the next ones: the corrected resampled t-test, in sentences."""
+    sentences = comparison_sentences(results, TOP)
+    if not sentences:
+        return []
+    splits = split_scores(results).shape[1]
+    return [Heading("Is the best really better?"), Text(
+        f"Each candidate against the best on the same {splits} splits ({info.get('n_folds', '?')} folds"
+        f"{_repeats(info)}): the mean difference of their scores ± its standard error, and the one-sided p-value "
+        "of Nadeau and Bengio's corrected resampled t-test, whose variance allows for the splits' overlapping "
+        "training sets (columns diff_vs_best, diff_vs_best_se and p_vs_best of results.csv). More splits "
+        "(cv.repeats) tell closer candidates apart."
+    ), *(Text(sentence + ".") for sentence in sentences)]
 
 
 def _best_model(info: dict) -> list[Block]:

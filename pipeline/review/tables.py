@@ -16,6 +16,10 @@ import pandas as pd
 _SPLIT_SCORE = re.compile(r"split(\d+)_test_score")
 
 
+# The best candidate against each (pipeline.review.significance), added to results.csv after these.
+COMPARISON_COLUMNS = ("diff_vs_best", "diff_vs_best_se", "p_vs_best")
+
+
 def cv_results_frame(cv_results: Mapping[str, Any]) -> pd.DataFrame:
     """scikit-learn's full `cv_results_` as a DataFrame (the `params` dicts as JSON-like text)."""
     frame = pd.DataFrame({key: list(values) for key, values in cv_results.items()})
@@ -84,7 +88,7 @@ def tidy_results(
 
 def param_columns(results: pd.DataFrame) -> list[str]:
     """The hyperparameter columns of a tidy results table."""
-    fixed = {"rank", "candidate", "iter", "n_resources", "error", "train_test_gap", "fused_towers"}
+    fixed = {"rank", "candidate", "iter", "n_resources", "error", "train_test_gap", "fused_towers", *COMPARISON_COLUMNS}
     return [c for c in results.columns
             if c not in fixed and not c.endswith(("_score", "_time")) and not c.startswith(("mean_", "std_", "fold"))]
 

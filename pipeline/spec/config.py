@@ -80,6 +80,21 @@ class CallbacksConfig(Spec):
 class CVConfig(Spec):
     folds: int = Field(3, ge=2)
     shuffle: bool = True
+    # Repeated k-fold: the folds drawn `repeats` times, each with another shuffle, for folds x
+    # repeats splits: more paired scores for comparing the best candidate with the others
+    # (the corrected t-test in results.csv and the report).
+    repeats: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _repeats_shuffle(self) -> "CVConfig":
+        if self.repeats > 1 and not self.shuffle:
+            raise ValueError(f"cv.repeats {self.repeats} draws the folds anew each time, which needs cv.shuffle: true")
+        return self
+
+    @property
+    def splits(self) -> int:
+        """How many train/test splits each candidate is scored on."""
+        return self.folds * self.repeats
 
 
 ParamValues = Union[list, dict]

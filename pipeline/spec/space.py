@@ -49,9 +49,9 @@ def check_search_space(config: ExperimentConfig) -> None:
                                  "also be searched; remove it or set search.resource: n_samples")
         _check_families_apply(config, grid)
     candidates = first_round_candidates(config)
-    fits = candidates * config.cv.folds
+    fits = candidates * config.cv.splits
     if fits > config.search.max_fits:
-        raise ValueError(f"search: {candidates:,} candidates x {config.cv.folds} folds = {fits:,} fits, "
+        raise ValueError(f"search: {candidates:,} candidates x {config.cv.splits} splits = {fits:,} fits, "
                          f"more than search.max_fits ({config.search.max_fits:,}); shrink the space, or raise "
                          "search.max_fits if you mean it")
 

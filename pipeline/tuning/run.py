@@ -100,6 +100,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from sklearn.base import clone
 
     from ..review.report import write_report
+    from ..review.significance import compare_with_best
     from ..review.tensorboard_export import write_tensorboard
     from ..review.tables import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
     from ..training.callbacks import graceful_interrupt
@@ -138,12 +139,15 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         cv_results = primary_view(search.cv_results_, primary) if extra_metrics else search.cv_results_
         keys = [candidate_key(clone(estimator).set_params(**params).get_params()) for params in cv_results["params"]]
         records = session.store.records()
+        x, y = dataset.x_train, dataset.y_train
+        splits = list(cv.split(x, y))
         results = tidy_results(cv_results, **record_columns(records, keys), extra_metrics=extra_metrics)
+        ratio = sum(len(test) / len(train) for train, test in splits) / len(splits)  # n_test / n_train
+        results = compare_with_best(results, test_train_ratio=ratio)
         write_csv_atomic(results, run_dir / "results.csv")
         write_csv_atomic(cv_results_frame(search.cv_results_), run_dir / "cv_results.csv")
         write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
-        x, y = dataset.x_train, dataset.y_train
-        fold_keys = [fold_key(x[train], y[train]) for train, _ in cv.split(x, y)]
+        fold_keys = [fold_key(x[train], y[train]) for train, _ in splits]
         write_csv_atomic(fit_table(records, keys, fold_keys, list(metrics)), run_dir / "fits.csv")
         if results["mean_test_score"].isna().all():
             reason = f"every candidate failed, e.g. {results['error'].iloc[0]}"
@@ -168,6 +172,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         this_process_s=round(time.perf_counter() - clock, 2),
         n_candidates=int(len(results)),
         n_folds=config.cv.folds,
+        cv_repeats=config.cv.repeats,
         scoring=primary,
         failed_candidates=_failures(results),
         execution=execution.model_dump(mode="json"),

@@ -61,12 +61,15 @@ class RecordScorer:
 
 
 def make_cv(config: ExperimentConfig, task: str):
-    """Seeded stratified folds for classes, plain folds for regression."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+    """Seeded stratified folds for classes, plain folds for regression; repeated `cv.repeats` times."""
+    from sklearn.model_selection import KFold, RepeatedKFold, RepeatedStratifiedKFold, StratifiedKFold
 
+    cv = config.cv
+    if cv.repeats > 1:
+        splitter = RepeatedStratifiedKFold if task == "classification" else RepeatedKFold
+        return splitter(n_splits=cv.folds, n_repeats=cv.repeats, random_state=config.seed)
     splitter = StratifiedKFold if task == "classification" else KFold
-    return splitter(n_splits=config.cv.folds, shuffle=config.cv.shuffle,
-                    random_state=config.seed if config.cv.shuffle else None)
+    return splitter(n_splits=cv.folds, shuffle=cv.shuffle, random_state=config.seed if cv.shuffle else None)
 
 
 def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
@@ -94,7 +97,8 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
 
 @dataclass(frozen=True)
 class Plan:
-    """How much work a search is: candidates per round (one round unless halving) and folds."""
+    """How much work a search is: candidates per round (one round unless halving) and the splits
+    each is scored on (`folds`: cv.folds x cv.repeats)."""
 
     candidates: tuple[int, ...]
     folds: int
@@ -156,4 +160,4 @@ def count_fits(config: ExperimentConfig, dataset: Dataset) -> Plan:
     search = build_search(config, stand_in, make_cv(config, dataset.task), CountFits,
                           scoring=next(iter(scoring_metrics(config, dataset.task).values())))
     search.fit(dataset.x_train, dataset.y_train)
-    return Plan(tuple(search.rounds_), config.cv.folds)
+    return Plan(tuple(search.rounds_), config.cv.splits)

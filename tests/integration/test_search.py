@@ -106,6 +106,8 @@ def test_dry_run_counts_and_writes_nothing(tmp_path, capsys):
         "model__init_mode": ["zeros", "he_normal"], "batch_size": [8, 16, 32]}})
     assert run_main(main, ["--config", config, "--dry-run", "--output-dir", tmp_path / "out", "--set", "cv.folds=4"]) == 0
     assert "6 candidates x 4 folds + 1 refit = 25 fits" in capsys.readouterr().out
+    assert run_main(main, ["--config", config, "--dry-run", "--set", "cv.folds=4", "--set", "cv.repeats=3"]) == 0
+    assert "6 candidates x 4 folds x 3 repeats + 1 refit = 73 fits" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
     halving = parse_config({**TINY, "training": {"epochs": 9, "batch_size": 8}, "search": {
         "strategy": "halving-grid", "params": {"model__init_mode": ["zeros", "he_normal", "uniform", "normal",
@@ -222,3 +224,34 @@ def test_bad_search_input_exits_2_without_run_folder(tmp_path, capsys, overrides
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_repeated_folds_compare_the_best_with_each_candidate(tmp_path):
+    """cv.repeats: 2 folds x 3 repeats = 6 distinct splits per candidate (fused into one program);
+    results.csv's comparison with the best is the corrected t-test of its fold columns (n_test /
+    n_train = 1 for 2 folds), and the report says it in sentences."""
+    from pipeline.review.significance import corrected_ttest
+
+    config = write_config(tmp_path, cv={"folds": 2, "shuffle": True, "repeats": 3},
+                          search={"strategy": "grid", "params": {"model__init_mode": ["zeros", "he_normal", "glorot_uniform"]}})
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "out", "--quiet"]) == 0
+    (run_dir,) = (tmp_path / "out").iterdir()
+    results = pd.read_csv(run_dir / "results.csv").set_index("candidate")
+    folds = [f"fold{i}_test_score" for i in range(6)]
+    assert list(results.columns[results.columns.str.match(r"fold\d+_test_score")]) == folds
+    fits = pd.read_csv(run_dir / "fits.csv", dtype={"fold_key": str})
+    assert fits["fold_key"].nunique() == 6 and sorted(fits["fold"].unique()) == list(range(6))
+    best = results["rank"].idxmin()
+    assert results.loc[best, ["diff_vs_best", "p_vs_best"]].isna().all()
+    for candidate in results.index.drop(best):
+        differences = results.loc[best, folds].to_numpy(float) - results.loc[candidate, folds].to_numpy(float)
+        assert tuple(results.loc[candidate, ["diff_vs_best", "diff_vs_best_se", "p_vs_best"]]) == \
+            pytest.approx(corrected_ttest(differences, test_train_ratio=1.0))
+    zeros = results.index[results["model__init_mode"] == "zeros"][0]
+    assert results.loc[zeros, "p_vs_best"] < 0.05  # zeros never learns: clearly worse on every split
+    report = (run_dir / "report.md").read_text()
+    assert "## Is the best really better?" in report and "6 splits (2 folds x 3 repeats)" in report
+    best_mode = results.loc[best, "model__init_mode"]
+    assert f"{best_mode} vs zeros: {results.loc[best, 'mean_test_score']:.4f} vs " in report
+    assert "the best is better (p = " in report
+    assert json.loads((run_dir / "run.json").read_text())["cv_repeats"] == 3

@@ -155,3 +155,9 @@ def test_tls_files_of_a_tls_scheduler(tmp_path):
                                                      "execution.tls_cert=c.pem"]).execution
     assert TlsFiles.of(execution) == TlsFiles("ca.pem", "c.pem", None)
     assert TlsFiles.of(load_config(write_config(tmp_path)).execution) is None
+
+
+def test_repeated_folds_need_shuffling(tmp_path):
+    with pytest.raises(PipelineError, match="cv.repeats 2 draws the folds anew each time, which needs cv.shuffle: true"):
+        load_config(write_config(tmp_path), ["cv.repeats=2", "cv.shuffle=false"])
+    assert load_config(write_config(tmp_path), ["cv.repeats=2"]).cv.splits == 2 * 2  # TINY: 2 folds
