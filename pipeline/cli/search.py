@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         config, dataset = load_run_dataset(run_dir) if run_dir else (given, load_dataset(given.data, given.seed))
         plan = count_fits(config, dataset)
-        rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if len(plan.candidates) > 1 else ""
+        halving = config.search.strategy.startswith("halving") and len(plan.candidates) > 1
+        rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if halving else ""
         repeats = f" x {config.cv.repeats} repeats" if config.cv.repeats > 1 else ""
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
               f"x {config.cv.folds} folds{repeats} + 1 refit = {plan.fits} fits")

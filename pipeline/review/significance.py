@@ -67,17 +67,19 @@ def compare_with_best(results: pd.DataFrame, test_train_ratio: float) -> pd.Data
 
 def comparison_sentences(results: pd.DataFrame, limit: int) -> list[str]:
     """One plain sentence per compared candidate (best ranked first, at most `limit`), e.g.
-    "he_normal vs glorot_normal: 0.9336 vs 0.9294, difference 0.0042 ± 0.0031, p = 0.12: not
-    distinguishable at these splits"."""
+    "he_normal vs glorot_normal: 0.9336 vs 0.9294, difference 0.0043 ± 0.0004, the best is better
+    (p = 0.0043 < 0.05)". With several searched parameters the candidates are named by number,
+    and the other's parameters that differ from the best's are listed."""
     if "p_vs_best" not in results or results["p_vs_best"].isna().all():
         return []
     best = best_row(results)
     names = [p for p in param_columns(results) if results[p].nunique(dropna=False) > 1]
 
-    def label(row: pd.Series) -> str:  # the values alone if one parameter varies, as in "he_normal vs zeros"
+    def labels(row: pd.Series) -> str:
         if len(names) == 1:
-            return str(row[names[0]])
-        return ", ".join(f"{p.split('__')[-1]}={row[p]}" for p in names) or f"candidate {int(row['candidate'])}"
+            return f"{_value(best[names[0]])} vs {_value(row[names[0]])}"
+        differing = [f"{p.split('__')[-1]}={_value(row[p])}" for p in names if _value(row[p]) != _value(best[p])]
+        return f"candidate {int(best['candidate'])} vs candidate {int(row['candidate'])} ({', '.join(differing)})"
 
     compared = results.dropna(subset=["p_vs_best"]).sort_values(["rank", "candidate"]).head(limit)
     sentences = []
@@ -85,7 +87,13 @@ def comparison_sentences(results: pd.DataFrame, limit: int) -> list[str]:
         p = row["p_vs_best"]
         verdict = (f"the best is better (p = {p:.2g} < {LEVEL})" if p < LEVEL
                    else f"p = {p:.2g}: not distinguishable at these splits")
-        sentences.append(f"{label(best)} vs {label(row)}: {best['mean_test_score']:.4f} vs "
-                         f"{row['mean_test_score']:.4f}, difference {row['diff_vs_best']:.4f} ± "
-                         f"{row['diff_vs_best_se']:.4f}, {verdict}")
+        sentences.append(f"{labels(row)}: {best['mean_test_score']:.4f} vs {row['mean_test_score']:.4f}, "
+                         f"difference {row['diff_vs_best']:.4f} ± {row['diff_vs_best_se']:.4f}, {verdict}")
     return sentences
+
+
+def _value(value) -> str:
+    """A parameter value as a reader wants it: 4 significant digits, "-" where it does not apply."""
+    if pd.isna(value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

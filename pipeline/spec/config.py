@@ -26,7 +26,7 @@ from .vocabulary import (CheckpointSpec, EarlyStoppingSpec, NetworkSpec, Optimiz
                          TrainingSpec, one_of)
 
 DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file", "vertical", "spiral", "quadratic")
-STRATEGIES = ("grid", "random", "halving-grid", "halving-random")
+STRATEGIES = ("grid", "random", "halving-grid", "halving-random", "tpe")
 REGRESSION_DATASETS = ("quadratic",)
 # scikit-learn scorers that work for every number of classes (binary-only ones such as 'f1' do not).
 SCORERS = {
@@ -106,6 +106,10 @@ class SearchConfig(Spec):
     strategy: str = "grid"
     params: Union[dict[str, ParamValues], list[dict[str, ParamValues]]] = Field(default_factory=dict)
     n_iter: int = Field(10, gt=0)
+    # tpe: this many candidates asked of Optuna's TPE sampler, `batch` at a time (a batch trains
+    # together, fused where it can be; it is part of the run's identity, as it changes what is asked).
+    n_trials: int = Field(20, gt=0)
+    batch: int = Field(8, gt=0)
     scoring: str | None = None
     resource: Literal["epochs", "n_samples"] = "epochs"
     factor: float = Field(3.0, gt=1)

@@ -51,7 +51,8 @@ def check_search_space(config: ExperimentConfig) -> None:
     candidates = first_round_candidates(config)
     fits = candidates * config.cv.splits
     if fits > config.search.max_fits:
-        raise ValueError(f"search: {candidates:,} candidates x {config.cv.splits} splits = {fits:,} fits, "
+        splits = f"{config.cv.folds} folds" + (f" x {config.cv.repeats} repeats" if config.cv.repeats > 1 else "")
+        raise ValueError(f"search: {candidates:,} candidates x {splits} = {fits:,} fits, "
                          f"more than search.max_fits ({config.search.max_fits:,}); shrink the space, or raise "
                          "search.max_fits if you mean it")
 
@@ -66,6 +67,8 @@ def first_round_candidates(config: ExperimentConfig) -> int:
     grid_size = sum(sizes)
     if config.search.strategy in ("random", "halving-random"):
         return int(min(config.search.n_iter, grid_size))
+    if config.search.strategy == "tpe":
+        return config.search.n_trials  # TPE may ask a value twice: it does not enumerate the space
     return int(grid_size)
 
 
@@ -89,8 +92,8 @@ def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
 
 
 def _check_distribution(where: str, spec: dict, strategy: str) -> None:
-    if strategy not in ("random", "halving-random"):
-        raise ValueError(f"{where}: distributions need strategy random or halving-random; give a list for {strategy}")
+    if strategy not in ("random", "halving-random", "tpe"):
+        raise ValueError(f"{where}: distributions need strategy random, halving-random or tpe; give a list for {strategy}")
     kind = spec.get("distribution")
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"{where}.distribution: choose one of {', '.join(DISTRIBUTIONS)}")

@@ -25,13 +25,13 @@ STRATEGY_CLASSES = {"grid": "GridSearchCV", "random": "RandomizedSearchCV",
 
 def scoring_metrics(config: ExperimentConfig, task: str) -> dict[str, str]:
     """Metric name -> scikit-learn scorer, primary first: accuracy for classes; negative MSE and R^2
-    for regression (halving, which ranks by one score only, gets the primary alone)."""
+    for regression (halving and tpe, which rank by one score only, get the primary alone)."""
     if task == "classification":
         primary = config.search.scoring or "accuracy"
         return {primary: primary}
     primary = config.search.scoring or "neg_mean_squared_error"
     metrics = {primary: primary}
-    if primary != "r2" and not config.search.strategy.startswith("halving"):
+    if primary != "r2" and not config.search.strategy.startswith("halving") and config.search.strategy != "tpe":
         metrics["r2"] = "r2"
     return metrics
 
@@ -78,7 +78,12 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
     from sklearn import model_selection
 
     search = config.search
-    base = getattr(model_selection, STRATEGY_CLASSES[search.strategy])
+    if search.strategy == "tpe":
+        from .tpe import TPESearchCV
+
+        base = TPESearchCV
+    else:
+        base = getattr(model_selection, STRATEGY_CLASSES[search.strategy])
     search_class = type(f"{mixin.__name__}{base.__name__}", (mixin, base), {})
     space = param_space(config)
     common = dict(scoring=scoring, cv=cv, refit=False, error_score=np.nan, return_train_score=True, n_jobs=1)
@@ -88,6 +93,9 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
         halving["max_resources"] = config.training.epochs
     if search.strategy == "grid":
         return search_class(estimator, space, **common)
+    if search.strategy == "tpe":
+        return search_class(estimator, search.grids(), n_trials=search.n_trials, batch=search.batch,
+                            random_state=config.seed, **common)
     if search.strategy == "random":
         return search_class(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
     if search.strategy == "halving-grid":

@@ -83,6 +83,35 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
+TPE_SEARCH = {"strategy": "tpe", "n_trials": 6, "batch": 2, "params": {
+    "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.3},
+    "model__init_mode": ["he_normal", "glorot_uniform", "zeros"]}}  # 3 batches of 2 candidates x 2 folds
+
+
+def test_a_tpe_search_killed_and_resumed_asks_and_scores_what_an_uninterrupted_one_does(tmp_path):
+    """SIGKILL once the first batch is journaled: on --resume the study is rebuilt from the
+    journal's scores (no fit trained twice), so the sampler asks the same next candidates and the
+    results equal an uninterrupted run's."""
+    config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=TPE_SEARCH)
+    process = _start(config, tmp_path / "killed")
+    _wait_for_records(tmp_path / "killed", 4, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    (run_dir,) = (tmp_path / "killed").iterdir()
+    before = read_journal(run_dir / "journal.jsonl")
+    assert 4 <= len(before) < 12, "the kill must land mid-search"
+    assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
+    after = read_journal(run_dir / "journal.jsonl")
+    assert after[: len(before)] == before and len({(r.key, r.fold) for r in after}) == len(after) == 12
+
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "straight", "--quiet"]) == 0
+    (straight_dir,) = (tmp_path / "straight").iterdir()
+    resumed = pd.read_csv(run_dir / "results.csv").drop(columns=TIME_COLUMNS)
+    straight = pd.read_csv(straight_dir / "results.csv").drop(columns=TIME_COLUMNS)
+    pd.testing.assert_frame_equal(resumed, straight)
+    assert resumed["optimizer__learning_rate"].nunique() == 6  # six candidates asked, none twice
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=SEARCH,
                           execution={**RECYCLED, "fuse": False})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import TINY, run_main, write_config
+from conftest import PROJECT, TINY, run_main, write_config
 
 from pipeline.spec.config import load_config, parse_config
 from pipeline.core.errors import PipelineError
@@ -161,3 +161,13 @@ def test_repeated_folds_need_shuffling(tmp_path):
     with pytest.raises(PipelineError, match="cv.repeats 2 draws the folds anew each time, which needs cv.shuffle: true"):
         load_config(write_config(tmp_path), ["cv.repeats=2", "cv.shuffle=false"])
     assert load_config(write_config(tmp_path), ["cv.repeats=2"]).cv.splits == 2 * 2  # TINY: 2 folds
+
+
+@pytest.mark.parametrize("path", sorted((PROJECT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    """The experiments of configs/ validate as shipped (search configs with their space checked)."""
+    search = "search" in yaml.safe_load(path.read_text())
+    config = load_config(path, search=search)
+    if config.search.strategy == "tpe":  # the YAML anchors expand: three sub-grids, each with the network's parameters
+        assert [grid["optimizer"] for grid in config.search.grids()] == [["adam"], ["rmsprop"], ["sgd"]]
+        assert all("model__hidden_layers" in grid for grid in config.search.grids())

@@ -73,3 +73,12 @@ def test_the_sentences_say_what_the_numbers_say():
     assert p0 >= 0.05 and p1 < 0.05
     assert comparison_sentences(compared, limit=1) == sentences[:1]
     assert comparison_sentences(compare_with_best(_results().iloc[:1], 0.5), 10) == []  # nothing to compare
+
+
+def test_with_several_parameters_the_sentence_names_what_differs():
+    results = _results(optimizer__learning_rate=[0.0014249, 0.0016654, np.nan, 0.0014249],
+                       optimizer__rho=[0.9198, np.nan, np.nan, 0.9198])
+    sentences = comparison_sentences(compare_with_best(results, 0.5), limit=10)
+    assert sentences[0].startswith("candidate 2 vs candidate 0 (init_mode=glorot_normal, learning_rate=0.001665, "
+                                   "rho=-): 0.9300 vs 0.9200, difference 0.0100 ± ")
+    assert sentences[1].startswith("candidate 2 vs candidate 1 (init_mode=uniform): 0.9300 vs 0.9000")
