@@ -48,6 +48,20 @@ def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout:
     raise AssertionError("the search journaled too few fits in time")
 
 
+def _killed_after(config: Path, out: Path, records: int, of: int) -> tuple[Path, list]:
+    """A search started, SIGKILLed once it journaled `records` of its `of` fits: its run folder and records."""
+    process = _start(config, out)
+    _wait_for_records(out, records, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    (run_dir,) = out.iterdir()
+    before = read_journal(run_dir / "journal.jsonl")
+    # a program's towers journal back to back: more records may land between the count and the kill
+    assert records <= len(before) < of, "the kill must land mid-search"
+    assert not (run_dir / "results.csv").exists()
+    return run_dir, before
+
+
 def read_journal(path: Path) -> list:
     return FitStore(path, repair=False).records()
 
@@ -55,15 +69,7 @@ def read_journal(path: Path) -> list:
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=SEARCH,
                           execution={**RECYCLED, "max_towers": 2})
-    process = _start(config, tmp_path / "killed")
-    _wait_for_records(tmp_path / "killed", 3, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    (run_dir,) = (tmp_path / "killed").iterdir()
-    before = read_journal(run_dir / "journal.jsonl")
-    # a program's towers journal back to back: more records may land between the count and the kill
-    assert 3 <= len(before) < 12, "the kill must land mid-search"
-    assert not (run_dir / "results.csv").exists()
+    run_dir, before = _killed_after(config, tmp_path / "killed", 3, of=12)
 
     assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
     after = read_journal(run_dir / "journal.jsonl")
@@ -93,13 +99,7 @@ def test_a_tpe_search_killed_and_resumed_asks_and_scores_what_an_uninterrupted_o
     journal's scores (no fit trained twice), so the sampler asks the same next candidates and the
     results equal an uninterrupted run's."""
     config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=TPE_SEARCH)
-    process = _start(config, tmp_path / "killed")
-    _wait_for_records(tmp_path / "killed", 4, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    (run_dir,) = (tmp_path / "killed").iterdir()
-    before = read_journal(run_dir / "journal.jsonl")
-    assert 4 <= len(before) < 12, "the kill must land mid-search"
+    run_dir, before = _killed_after(config, tmp_path / "killed", 4, of=12)
     assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
     after = read_journal(run_dir / "journal.jsonl")
     assert after[: len(before)] == before and len({(r.key, r.fold) for r in after}) == len(after) == 12
