@@ -21,7 +21,8 @@ from scipy import stats
 
 from .tables import COMPARISON_COLUMNS as COLUMNS
 from .tables import best_row, param_columns
-LEVEL = 0.05
+
+LEVEL = 0.05  # the p-value below which a sentence says "the best is better"
 
 
 def split_scores(results: pd.DataFrame) -> pd.DataFrame:
