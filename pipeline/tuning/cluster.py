@@ -165,7 +165,14 @@ class DaskRunner:
         if not jobs:
             return
         X_future, y_future = self._data(X, y)
-        futures = {self.client.submit(train_on_worker, job, X_future, y_future, scorer, pure=False): job for job in jobs}
+        # One job per worker thread to start with: left to itself, Dask may queue two programs on
+        # one single-threaded worker while another idles (seen in CI). The placement is loose, so
+        # an idle worker can still steal a queued job, and a lost worker's job runs elsewhere.
+        threads = [address for address, count in sorted(self.client.nthreads().items()) for _ in range(count)]
+        futures = {self.client.submit(train_on_worker, job, X_future, y_future, scorer, pure=False,
+                                      workers=[threads[i % len(threads)]] if threads else None,
+                                      allow_other_workers=True): job
+                   for i, job in enumerate(jobs)}
         try:
             for future in as_completed(futures):
                 try:
