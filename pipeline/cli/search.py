@@ -66,9 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = count_fits(config, dataset)
         halving = config.search.strategy.startswith("halving") and len(plan.candidates) > 1
         rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if halving else ""
-        repeats = f" x {config.cv.repeats} repeats" if config.cv.repeats > 1 else ""
         print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
-              f"x {config.cv.folds} folds{repeats} + 1 refit = {plan.fits} fits")
+              f"x {config.cv.describe()} + 1 refit = {plan.fits} fits")
         return 0
     if given.execution.insecure and given.execution.scheduler and not loopback_or_tls(given.execution.scheduler):
         print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "

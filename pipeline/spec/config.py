@@ -96,6 +96,10 @@ class CVConfig(Spec):
         """How many train/test splits each candidate is scored on."""
         return self.folds * self.repeats
 
+    def describe(self) -> str:
+        """The splits as a reader counts them: "3 folds", or "3 folds x 2 repeats"."""
+        return f"{self.folds} folds" + (f" x {self.repeats} repeats" if self.repeats > 1 else "")
+
 
 ParamValues = Union[list, dict]
 

@@ -51,8 +51,7 @@ def check_search_space(config: ExperimentConfig) -> None:
     candidates = first_round_candidates(config)
     fits = candidates * config.cv.splits
     if fits > config.search.max_fits:
-        splits = f"{config.cv.folds} folds" + (f" x {config.cv.repeats} repeats" if config.cv.repeats > 1 else "")
-        raise ValueError(f"search: {candidates:,} candidates x {splits} = {fits:,} fits, "
+        raise ValueError(f"search: {candidates:,} candidates x {config.cv.describe()} = {fits:,} fits, "
                          f"more than search.max_fits ({config.search.max_fits:,}); shrink the space, or raise "
                          "search.max_fits if you mean it")
 
@@ -76,7 +75,7 @@ def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
     """The config's space for scikit-learn: lists stay lists, distributions become scipy objects."""
     def convert(spec):
         if not isinstance(spec, dict):
-            return [tuple(v) if isinstance(v, list) else v for v in spec]
+            return grid_values(spec)
         from scipy import stats  # only for distributions: a slow import
 
         kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
@@ -89,6 +88,11 @@ def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
         return stats.randint(low, high + 1)  # randint bounds are inclusive in our configs
 
     return [{name: convert(spec) for name, spec in grid.items()} for grid in config.search.grids()]
+
+
+def grid_values(values: list) -> list:
+    """A list of a space's values as candidates take them: YAML lists (layer widths) as tuples."""
+    return [tuple(v) if isinstance(v, list) else v for v in values]
 
 
 def _check_distribution(where: str, spec: dict, strategy: str) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from sklearn.model_selection._search import BaseSearchCV
 
 from ..spec.config import ParamValues
+from ..spec.space import grid_values
 
 SUBSPACE = "subspace"
 
@@ -43,8 +44,7 @@ def suggest(trial, grids: list[dict[str, ParamValues]]) -> dict[str, Any]:
             else:
                 params[name] = trial.suggest_float(key, low, high, log=spec["distribution"] == "loguniform")
             continue
-        values = spec["values"] if isinstance(spec, dict) else spec
-        values = [tuple(v) if isinstance(v, list) else v for v in values]
+        values = grid_values(spec["values"] if isinstance(spec, dict) else spec)
         if all(v is None or isinstance(v, (bool, int, float, str)) for v in values):
             params[name] = trial.suggest_categorical(key, values)
         else:  # e.g. layer widths (tuples): Optuna's categorical takes plain values only, so their position
