@@ -48,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe_plan(config, plan) -> str:
+    """The dry run's count: candidates, rounds or rungs, splits, fits."""
+    search, splits = config.search, config.cv.describe()
+    if search.pruning is not None:  # the counting search promoted every candidate: the most it can train
+        rungs = search.pruning.rungs(config.training.epochs)
+        budget = f", fewer if the {search.budget_minutes:g} CPU minutes run out" if search.budget_minutes else ""
+        return (f"{sum(plan.candidates) // len(rungs)} candidates x {splits}, pruned at epochs {rungs[:-1]} of "
+                f"{rungs[-1]}: at most {plan.fits} fits with the refit{budget}")
+    halving = search.strategy.startswith("halving") and len(plan.candidates) > 1
+    rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if halving else ""
+    budget = f" (fewer if the {search.budget_minutes:g} CPU minutes run out)" if search.budget_minutes else ""
+    return f"{sum(plan.candidates)} candidates{rounds} x {splits} + 1 refit = {plan.fits} fits{budget}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ..tuning.lifecycle import finished, load_run_dataset, resume_run, start_run
     from ..tuning.strategies import count_fits
@@ -64,10 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         config, dataset = load_run_dataset(run_dir) if run_dir else (given, load_dataset(given.data, given.seed))
         plan = count_fits(config, dataset)
-        halving = config.search.strategy.startswith("halving") and len(plan.candidates) > 1
-        rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if halving else ""
-        print(f"{config.experiment}: {config.search.strategy} search, {sum(plan.candidates)} candidates{rounds} "
-              f"x {config.cv.describe()} + 1 refit = {plan.fits} fits")
+        print(f"{config.experiment}: {config.search.strategy} search, {_describe_plan(config, plan)}")
         return 0
     if given.execution.insecure and given.execution.scheduler and not loopback_or_tls(given.execution.scheduler):
         print(f"WARNING: --insecure: plain tcp:// to {given.execution.scheduler}; anyone who can reach it can run "

@@ -108,8 +108,9 @@ def plot_confusion(matrix: pd.DataFrame) -> Figure:
     return figure
 
 
-def plot_halving_rounds(results: pd.DataFrame, resource: str) -> Figure:
-    """Successive halving: every candidate's mean CV score per round (`resource` grows per round)."""
+def plot_halving_rounds(results: pd.DataFrame, resource: str, pruned: bool = False) -> Figure:
+    """Successive halving: every candidate's mean CV score per round (`resource` grows per round);
+    `pruned`: the rungs of a pruned search (`search.pruning`), where a line ends where it was pruned."""
     figure = Figure(figsize=(8.5, 4), layout="constrained")
     axes = figure.add_subplot()
     params = [c for c in param_columns(results) if c != resource]
@@ -123,10 +124,12 @@ def plot_halving_rounds(results: pd.DataFrame, resource: str) -> Figure:
     if len(groups) <= 15:
         axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     resources = results.groupby("iter")["n_resources"].first()
-    axes.set_xticks(rounds, [f"round {r}\n({resource} = {resources[r]})" for r in rounds])
-    axes.set_xlabel("halving round")
+    stage = "rung" if pruned else "round"
+    axes.set_xticks(rounds, [f"{stage} {r}\n({resource} = {resources[r]})" for r in rounds])
+    axes.set_xlabel("pruning rung" if pruned else "halving round")
     axes.set_ylabel("mean CV score")
-    axes.set_title("successive halving: one line per candidate")
+    axes.set_title("pruning: one line per candidate, ending where it was pruned" if pruned
+                   else "successive halving: one line per candidate")
     axes.grid(alpha=0.3)
     return figure
 

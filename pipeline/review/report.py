@@ -23,7 +23,7 @@ from ..core.errors import PipelineError
 from ..core.files import run_is_locked, save_figure_atomic, write_text_atomic
 from . import plots
 from .significance import comparison_sentences, split_scores
-from .tables import param_columns
+from .tables import param_columns, pruning_sentence
 
 TOP = 10
 PLOTS = "plots"
@@ -118,6 +118,11 @@ def report_blocks(run: RunFiles) -> list[Block]:
         f"{data.get('n_test', '?')} test samples, {data.get('n_features', '?')} features."
     ))
     blocks += [Text(note) for note in data.get("notes", [])]
+    if info.get("pruning"):
+        blocks.append(Text(pruning_sentence(info["pruning"])))
+    if (info.get("budget") or {}).get("exhausted"):
+        blocks.append(Text(f"The CPU budget (search.budget_minutes {search.get('budget_minutes')}) ran out after "
+                           f"{info['budget']['batches']} batch(es) ({info['budget']['cpu_s'] / 60:.1f} CPU minutes)."))
 
     blocks.append(Heading(f"Leaderboard (top {min(TOP, len(results))} of {len(results)})"))
     blocks.append(Table(leaderboard(results, run.params).head(TOP)))
@@ -155,7 +160,10 @@ def report_blocks(run: RunFiles) -> list[Block]:
             name = "__".join(params)
             blocks.append(_plot(run, f"loss_curves_{name}", f"Training loss per epoch by {' / '.join(params)}",
                                 plots.plot_loss_curves(run.fit_histories, scored, params)))
-    if "iter" in results:
+    if "iter" in results and search.get("pruning"):
+        blocks.append(_plot(run, "pruning_rungs", "Score per pruning rung",
+                            plots.plot_halving_rounds(scored, "epochs", pruned=True)))
+    elif "iter" in results:
         blocks.append(_plot(run, "halving_rounds", "Score per successive-halving round",
                             plots.plot_halving_rounds(scored, search.get("resource", "epochs"))))
     if run.history is not None:

@@ -135,3 +135,26 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def pruning_summary(results: pd.DataFrame, rungs: Sequence[int]) -> dict[str, Any]:
+    """How far the candidates of a pruned search got: how many reached each rung, and the epochs
+    trained per fold (a survivor continues from its rung, so it trains the last rung's epochs)
+    against every candidate training them all."""
+    reached = [int((results["iter"] == rung).sum()) for rung in range(len(rungs))]
+    steps = [later - earlier for earlier, later in zip([0, *rungs], rungs)]
+    return {"rungs": list(rungs), "reached": reached,
+            "candidate_epochs": int(sum(n * step for n, step in zip(reached, steps))),
+            "without_pruning": reached[0] * rungs[-1]}
+
+
+def pruning_sentence(summary: Mapping[str, Any]) -> str:
+    """`pruning_summary` in words, for the report."""
+    rungs, reached = summary["rungs"], summary["reached"]
+    pruned = [f"{before - after} after {rung} epoch{'s' * (rung != 1)}"
+              for rung, before, after in zip(rungs, reached, reached[1:]) if before > after]
+    ratio = summary["without_pruning"] / max(summary["candidate_epochs"], 1)
+    return (f"Pruning (search.pruning; rungs at epochs {', '.join(map(str, rungs[:-1]))} of {rungs[-1]}): "
+            f"{reached[0]} candidates started; pruned: {', '.join(pruned) or 'none'}; {reached[-1]} trained all "
+            f"{rungs[-1]} epochs. {summary['candidate_epochs']} candidate-epochs per fold instead of "
+            f"{summary['without_pruning']} without pruning ({ratio:.1f}x fewer).")

@@ -104,6 +104,23 @@ class CVConfig(Spec):
 ParamValues = Union[list, dict]
 
 
+class PruningConfig(Spec):
+    """Asynchronous successive halving over epochs (search.pruning): every candidate trains
+    `min_epochs` epochs, then min_epochs x reduction, ... (the rungs), then training.epochs; at
+    each rung only those whose mean CV score is in the top 1/reduction of all scores seen at that
+    rung go on (at least one); the others are pruned there."""
+
+    min_epochs: int = Field(gt=0)
+    reduction: int = Field(3, ge=2)
+
+    def rungs(self, epochs: int) -> list[int]:
+        """The epochs at which candidates are scored and compared; the last is `epochs`."""
+        rungs = []
+        while (rung := self.min_epochs * self.reduction ** len(rungs)) < epochs:
+            rungs.append(rung)
+        return rungs + [epochs]
+
+
 class SearchConfig(Spec):
     """What to search: the strategy and the space, in scikeras' routed parameter names."""
 
@@ -114,6 +131,12 @@ class SearchConfig(Spec):
     # together, fused where it can be; it is part of the run's identity, as it changes what is asked).
     n_trials: int = Field(20, gt=0)
     batch: int = Field(8, gt=0)
+    # tpe: ask no further batch once the search's processes on this machine have used this many
+    # CPU minutes (the batch under way finishes).
+    budget_minutes: float | None = Field(None, gt=0)
+    # tpe and random: prune candidates at rungs of epochs (PruningConfig); null = every candidate
+    # trains all training.epochs.
+    pruning: PruningConfig | None = None
     scoring: str | None = None
     resource: Literal["epochs", "n_samples"] = "epochs"
     factor: float = Field(3.0, gt=1)
@@ -256,6 +279,19 @@ class ExperimentConfig(Spec):
         if self.search.scoring is not None and self.search.scoring not in SCORERS[task]:
             raise ValueError(f"search.scoring: '{self.search.scoring}' is not a {task} scorer for every class count; "
                              f"choose one of {', '.join(SCORERS[task])}")
+        pruning, strategy = self.search.pruning, self.search.strategy
+        if pruning is not None and strategy not in ("tpe", "random"):
+            raise ValueError(f"search.pruning: needs strategy tpe or random, not {strategy} "
+                             "(halving strategies prune by rounds of their own)")
+        if self.search.budget_minutes is not None and strategy != "tpe":
+            raise ValueError(f"search.budget_minutes: needs strategy tpe (it decides before each batch of trials), "
+                             f"not {strategy}; bound the search with n_iter")
+        if pruning is not None and pruning.min_epochs >= self.training.epochs:
+            raise ValueError(f"search.pruning.min_epochs {pruning.min_epochs}: the first rung must come before the "
+                             f"last epoch (training.epochs {self.training.epochs}); lower it")
+        if self.search.budget_minutes is not None and self.execution.scheduler:
+            raise ValueError("search.budget_minutes counts the CPU time of this machine's search processes, which "
+                             "an external Dask cluster's workers are not; drop the budget or execution.scheduler")
         searched = {name for grid in self.search.grids() for name in grid}
         unknown = [name for name in self.report.curves_by if name not in searched]
         if unknown:

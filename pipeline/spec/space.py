@@ -47,6 +47,9 @@ def check_search_space(config: ExperimentConfig) -> None:
             if config.search.strategy.startswith("halving") and name == config.search.resource:
                 raise ValueError(f"{where}: '{name}' is the halving resource (search.resource), so it cannot "
                                  "also be searched; remove it or set search.resource: n_samples")
+            if config.search.pruning is not None and name == "epochs":
+                raise ValueError(f"{where}: search.pruning sets each candidate's epochs (its rungs, then "
+                                 "training.epochs), so 'epochs' cannot also be searched; remove one")
         _check_families_apply(config, grid)
     candidates = first_round_candidates(config)
     fits = candidates * config.cv.splits

@@ -24,6 +24,7 @@ from ..data import Dataset
 from ..spec.config import ExperimentConfig
 from ..spec.vocabulary import CHECKPOINT, EARLY_STOPPING, NETWORK, OPTIMIZER, SCHEDULE
 from .lifecycle import start_run, update_run
+from .pruning import CpuBudget
 from .records import plain_value
 from .session import EveryCandidateFailed, FitBudget, SearchSession, TrainFirst
 from .store import JOURNAL_NAME, JournalProgress, read_incidents
@@ -102,7 +103,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from ..review.report import write_report
     from ..review.significance import compare_with_best
     from ..review.tensorboard_export import write_tensorboard
-    from ..review.tables import best_params, best_row, cv_results_frame, primary_view, summary_lines, tidy_results
+    from ..review.tables import (best_params, best_row, cv_results_frame, primary_view, pruning_summary, summary_lines,
+                                 tidy_results)
     from ..training.callbacks import graceful_interrupt
     from ..training.context import TrainingContext
     from .records import candidate_key, fold_key
@@ -122,13 +124,16 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
             session = SearchSession(run_dir, context=context, runner=runner,
                                     max_towers=execution.max_towers if execution.fuse else 1,
                                     max_consecutive_failures=execution.max_consecutive_failures, budget=budget,
-                                    continue_rounds=config.search.strategy.startswith("halving")
-                                    and config.search.resource == "epochs")
+                                    continue_rounds=config.search.pruning is not None
+                                    or (config.search.strategy.startswith("halving")
+                                        and config.search.resource == "epochs"))
             estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
                                         checkpoint_dir=checkpoint_dir)
             cv = make_cv(config, dataset.task)
             search = build_search(config, estimator, cv, TrainFirst, RecordScorer(metrics))
             search.session = session
+            if config.search.budget_minutes is not None:
+                search.budget = CpuBudget(config.search.budget_minutes, run_dir)
             total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
             with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
                 search.fit(dataset.x_train, dataset.y_train)
@@ -159,6 +164,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
         best = best_params(results, cv_results)
         refitted = refit(config, dataset, best, context, checkpoint_dir)
+        if config.search.pruning is not None:
+            update_run(run_dir, pruning=pruning_summary(results, config.search.pruning.rungs(config.training.epochs)))
     test_scores = _test_scores(refitted, dataset, run_dir)
     _save_best(refitted, config, dataset, run_dir, best, chosen, primary, test_scores)
     started = read_json(run_dir / "run.json")

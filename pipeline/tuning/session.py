@@ -156,3 +156,9 @@ class TrainFirst:
         # scikit-learn >= 1.9 passes a callback context through _run_search; older versions do not
         super()._run_search(train_then_replay, **({"callback_ctx": callback_ctx} if callback_ctx is not None else {}))
 
+    def batch_done(self) -> None:
+        """A batch of a pruned search has passed all its rungs: the states its fits kept to
+        continue from are not needed again (`pipeline.tuning.pruning.BatchedSearch`)."""
+        if self.session.states is not None:
+            self.session.states.clear()
+        super().batch_done()

@@ -77,14 +77,18 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401  (registers the Halving* classes)
     from sklearn import model_selection
 
+    from .pruning import Ladder, PrunedRandom
+
     search = config.search
     if search.strategy == "tpe":
         from .tpe import TPESearchCV
 
-        base = TPESearchCV
+        bases = (TPESearchCV,)
     else:
-        base = getattr(model_selection, STRATEGY_CLASSES[search.strategy])
-    search_class = type(f"{mixin.__name__}{base.__name__}", (mixin, base), {})
+        bases = (getattr(model_selection, STRATEGY_CLASSES[search.strategy]),)
+        if search.pruning is not None:
+            bases = (PrunedRandom, *bases)
+    search_class = type(f"{mixin.__name__}{bases[-1].__name__}", (mixin, *bases), {})
     space = param_space(config)
     common = dict(scoring=scoring, cv=cv, refit=False, error_score=np.nan, return_train_score=True, n_jobs=1)
     halving = dict(resource=search.resource, factor=search.factor, random_state=config.seed,
@@ -93,14 +97,19 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
         halving["max_resources"] = config.training.epochs
     if search.strategy == "grid":
         return search_class(estimator, space, **common)
-    if search.strategy == "tpe":
-        return search_class(estimator, search.grids(), n_trials=search.n_trials, batch=search.batch,
-                            random_state=config.seed, **common)
-    if search.strategy == "random":
-        return search_class(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
     if search.strategy == "halving-grid":
         return search_class(estimator, space, **common, **halving)
-    return search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
+    if search.strategy == "halving-random":
+        return search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
+    if search.strategy == "tpe":
+        built = search_class(estimator, search.grids(), n_trials=search.n_trials, batch=search.batch,
+                             random_state=config.seed, **common)
+    else:
+        built = search_class(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
+        built.batch = search.batch
+    if search.pruning is not None:
+        built.ladder = Ladder(search.pruning.rungs(config.training.epochs), search.pruning.reduction)
+    return built
 
 
 @dataclass(frozen=True)

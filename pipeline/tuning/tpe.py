@@ -26,6 +26,7 @@ from sklearn.model_selection._search import BaseSearchCV
 
 from ..spec.config import ParamValues
 from ..spec.space import grid_values
+from .pruning import BatchedSearch, Outcome
 
 SUBSPACE = "subspace"
 
@@ -52,8 +53,9 @@ def suggest(trial, grids: list[dict[str, ParamValues]]) -> dict[str, Any]:
     return params
 
 
-class TPESearchCV(BaseSearchCV):
-    """A scikit-learn search over `n_trials` candidates asked of Optuna's TPE, `batch` at a time."""
+class TPESearchCV(BatchedSearch, BaseSearchCV):
+    """A scikit-learn search over `n_trials` candidates asked of Optuna's TPE, `batch` at a time
+    (with a `ladder`, pruned at its rungs; with a `budget`, no batch once it is spent)."""
 
     def __init__(self, estimator, grids, *, n_trials=20, batch=8, random_state=None, scoring=None, n_jobs=None,
                  refit=True, cv=None, verbose=0, pre_dispatch="2*n_jobs", error_score=math.nan,
@@ -70,16 +72,28 @@ class TPESearchCV(BaseSearchCV):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=self.random_state, multivariate=True, constant_liar=True)
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        asked = 0
-        while asked < self.n_trials:
+        asked = batch = 0
+        while asked < self.n_trials and (self.budget is None or self.budget.allows(batch)):
             trials = [study.ask() for _ in range(min(self.batch, self.n_trials - asked))]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 candidates = [suggest(trial, self.grids) for trial in trials]
-            results = evaluate_candidates(candidates)
-            for trial, score in zip(trials, results["mean_test_score"][asked:asked + len(trials)]):
-                if math.isfinite(score):
-                    study.tell(trial, float(score))
-                else:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            asked += len(trials)
+            for trial, outcome in zip(trials, self.evaluate_batch(evaluate_candidates, candidates)):
+                tell(study, trial, outcome)
+            asked, batch = asked + len(trials), batch + 1
+
+
+def tell(study, trial, outcome: Outcome) -> None:
+    """Tell Optuna a trial's outcome: its score at each rung as intermediate values (what TPE
+    ranks pruned trials by), then its final score, or pruned, or failed (no score)."""
+    import optuna
+
+    for epochs, score in outcome.reports:
+        if math.isfinite(score):
+            trial.report(score, step=epochs)
+    if not math.isfinite(outcome.score):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    elif outcome.pruned:
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    else:
+        study.tell(trial, outcome.score)

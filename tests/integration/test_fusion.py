@@ -338,6 +338,40 @@ def test_halving_continues_survivors_with_the_results_of_retraining_them(tmp_pat
     assert not (fused_dir / "continuations").exists()  # removed once the search is done
 
 
+PRUNED = {"strategy": "random", "n_iter": 6, "batch": 3, "pruning": {"min_epochs": 1, "reduction": 2},
+          "params": {"model__init_mode": ["he_normal", "zeros", "glorot_uniform", "lecun_uniform"],
+                     "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.03}}}
+
+
+def test_pruned_search_continues_at_each_rung_with_the_results_of_retraining(tmp_path):
+    """search.pruning (rungs at 1 and 2 epochs of 4, halving the field per rung, 2 batches of 3
+    random candidates): fused, a rung's survivors continue from their towers' states; the scores
+    at every rung, and so who is pruned, equal the same search trained alone from scratch."""
+    from pipeline.search import main
+
+    runs = {}
+    for name, execution in {"fused": {}, "alone": {"fuse": False}}.items():
+        config = write_config(tmp_path, f"{name}.yaml", experiment=name, execution=execution, search=PRUNED,
+                              model={"hidden_layers": [16], "dropout": 0.2}, training={"epochs": 4, "batch_size": 32})
+        assert run_main(main, ["--config", config, "--output-dir", tmp_path / name, "--quiet"]) == 0
+        (runs[name],) = (tmp_path / name).iterdir()
+    fused, alone = (pd.read_csv(runs[name] / "results.csv").sort_values("candidate") for name in ("fused", "alone"))
+    assert list(fused["iter"]) == list(alone["iter"]) and list(fused["n_resources"]) == list(alone["n_resources"])
+    for column in ("fold0_test_score", "fold1_test_score", "rank"):
+        np.testing.assert_allclose(fused[column], alone[column], atol=1e-9, err_msg=column)
+    summary = json.loads((runs["fused"] / "run.json").read_text())["pruning"]
+    assert summary == json.loads((runs["alone"] / "run.json").read_text())["pruning"]
+    reached = summary["reached"]
+    assert summary["rungs"] == [1, 2, 4] and reached[0] == 6 and reached[0] > reached[1] > 0 and reached[2] >= 1
+    assert list(Counter(fused["iter"]).values()) == reached
+    records = [json.loads(line) for line in (runs["fused"] / "journal.jsonl").read_text().splitlines()]
+    continued = Counter(r["trainer"]["fused"].get("continued_from") for r in records)
+    assert continued == {None: 6 * 2, 1: reached[1] * 2, 2: reached[2] * 2}
+    assert not (runs["fused"] / "continuations").exists()
+    assert "Pruning (search.pruning; rungs at epochs 1, 2 of 4): 6 candidates started" in \
+        (runs["fused"] / "report.md").read_text()
+
+
 def test_tower_states_round_trip_and_a_damaged_one_is_ignored(tmp_path):
     from pipeline.training.towers import TowerState
     from pipeline.tuning.continuations import TowerStates

@@ -89,27 +89,31 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
-TPE_SEARCH = {"strategy": "tpe", "n_trials": 6, "batch": 2, "params": {
+TPE_SEARCH = {"strategy": "tpe", "n_trials": 6, "batch": 2, "pruning": {"min_epochs": 1, "reduction": 2}, "params": {
     "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.3},
-    "model__init_mode": ["he_normal", "glorot_uniform", "zeros"]}}  # 3 batches of 2 candidates x 2 folds
+    "model__init_mode": ["he_normal", "glorot_uniform", "zeros"]}}  # 3 batches of 2 candidates x 2 folds, pruned
 
 
-def test_a_tpe_search_killed_and_resumed_asks_and_scores_what_an_uninterrupted_one_does(tmp_path):
-    """SIGKILL once the first batch is journaled: on --resume the study is rebuilt from the
-    journal's scores (no fit trained twice), so the sampler asks the same next candidates and the
-    results equal an uninterrupted run's."""
+def test_a_pruned_tpe_search_killed_and_resumed_asks_and_scores_what_an_uninterrupted_one_does(tmp_path):
+    """SIGKILL once the first batch's first rung is journaled: on --resume the study and the
+    rungs' scores are rebuilt from the journal (no fit trained twice), so the same candidates are
+    pruned, the sampler asks the same next ones and the results equal an uninterrupted run's."""
     config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=TPE_SEARCH)
-    run_dir, before = _killed_after(config, tmp_path / "killed", 4, of=12)
-    assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
-    after = read_journal(run_dir / "journal.jsonl")
-    assert after[: len(before)] == before and len({(r.key, r.fold) for r in after}) == len(after) == 12
-
     assert run_main(main, ["--config", config, "--output-dir", tmp_path / "straight", "--quiet"]) == 0
     (straight_dir,) = (tmp_path / "straight").iterdir()
+    fits = len(read_journal(straight_dir / "journal.jsonl"))
+    run_dir, before = _killed_after(config, tmp_path / "killed", 4, of=fits)
+    assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
+    after = read_journal(run_dir / "journal.jsonl")
+    assert after[: len(before)] == before and len({(r.key, r.fold) for r in after}) == len(after) == fits
+
     resumed = pd.read_csv(run_dir / "results.csv").drop(columns=TIME_COLUMNS)
     straight = pd.read_csv(straight_dir / "results.csv").drop(columns=TIME_COLUMNS)
     pd.testing.assert_frame_equal(resumed, straight)
-    assert resumed["optimizer__learning_rate"].nunique() == 6  # six candidates asked, none twice
+    assert resumed.loc[resumed["iter"] == 0, "optimizer__learning_rate"].nunique() == 6  # six asked, none twice
+    assert set(resumed["iter"]) == {0, 1, 2}
+    assert json.loads((run_dir / "run.json").read_text())["pruning"] == \
+        json.loads((straight_dir / "run.json").read_text())["pruning"]
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
