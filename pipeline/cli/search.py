@@ -10,6 +10,7 @@ killed or interrupted run, and may change how it executes (`--backend`, `--sched
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,13 +148,14 @@ def _work(run_dir: Path, worker_fits: int | None) -> int:
         config, dataset = resume_run(run_dir)
         try:
             return _run_here(config, dataset, run_dir, progress=False,
-                             budget=FitBudget(worker_fits, config.execution.max_memory_growth), workers=workers.count)
+                             budget=FitBudget(worker_fits, config.execution.max_memory_growth), workers=workers.count,
+                             cpu_root=os.getppid())  # the supervisor: the CPU budget counts its whole tree
         except RecycleWorker:
             return EXIT_RECYCLE
 
 
 def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progress: bool, budget=None,
-              workers: int = 0, client=None) -> int:
+              workers: int = 0, client=None, cpu_root: int | None = None) -> int:
     """Run the search in this process (and its `workers` started early, or on the Dask scheduler
     of `client`) and print the tutorial-style summary."""
     from ..tuning.lifecycle import mark_run
@@ -163,7 +165,7 @@ def _run_here(config: ExperimentConfig, dataset: Dataset, run_dir: Path, progres
     resume = f"python -m pipeline.search --resume {run_dir}"
     try:
         outcome = run_search(config, dataset, run_dir, progress=progress, budget=budget, workers=workers,
-                             client=client)
+                             client=client, cpu_root=cpu_root)
     except KeyboardInterrupt:
         mark_run(run_dir, "interrupted")
         print(f"\ninterrupted: finished fits are kept in {run_dir}/journal.jsonl; continue with\n  {resume}",

@@ -156,21 +156,32 @@ def plan_jobs(estimator, candidate_params: list[dict[str, Any]], cv, X, y, store
 
 
 def _split_for(trainers: int, jobs: list[Job]) -> list[Job]:
-    """`jobs` with the costliest fused job halved by its candidates (the shorter-trained first:
-    candidates listed by epochs train in jobs of their own length) until every trainer has a
-    job, then as long as that shortens the estimated time until the last of `trainers`
-    processes is done. Towers are independent, so a split job trains the same fits."""
+    """`jobs` with the costliest fused job halved until every trainer has a job, then as long as
+    that shortens the estimated time until the last of `trainers` processes is done. A job of
+    several candidates is halved by its candidates (the shorter-trained first: candidates listed
+    by epochs train in jobs of their own length), a job of one candidate by its folds (a pruned
+    search's survivor, trained on its own for the most epochs). Towers are independent, so a
+    split job trains the same fits."""
     while trainers > 1:
-        biggest = max((job for job in jobs if len(job.candidates) > 1), key=Job.cost, default=None)
+        biggest = max((job for job in jobs if job.size > 1), key=Job.cost, default=None)
         if biggest is None:
             return jobs
-        order = sorted(range(len(biggest.candidates)), key=lambda i: biggest.candidates[i].epochs)
-        halves = order[:len(order) // 2], order[len(order) // 2:]
-        split = [part for job in jobs for part in ([_part(job, half) for half in halves] if job is biggest else [job])]
+        split = [part for job in jobs for part in (_halves(job) if job is biggest else [job])]
         if len(split) > trainers and makespan(split, trainers) >= makespan(jobs, trainers):
             return jobs
         jobs = split
     return jobs
+
+
+def _halves(job: Job) -> list[Job]:
+    if len(job.candidates) == 1:
+        half = len(job.folds) // 2
+        return [Job(job.keys, job.candidates, folds, keep_states=job.keep_states,
+                    starts={(key, fold): state for (key, fold), state in job.starts.items()
+                            if fold in {each.key for each in folds}})
+                for folds in (job.folds[:half], job.folds[half:])]
+    order = sorted(range(len(job.candidates)), key=lambda i: job.candidates[i].epochs)
+    return [_part(job, half) for half in (order[:len(order) // 2], order[len(order) // 2:])]
 
 
 def assign(jobs: list[Job], trainers: int) -> list[int]:

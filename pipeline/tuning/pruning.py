@@ -111,39 +111,47 @@ class PrunedRandom(BatchedSearch):
         super()._run_search(in_batches, **({"callback_ctx": callback_ctx} if callback_ctx is not None else {}))
 
 
-def process_tree_cpu() -> float:
-    """CPU seconds of this process and its children, living and ended (local worker processes
-    and a local Dask cluster's are children of the search)."""
+def process_tree_cpu(root) -> float:
+    """CPU seconds of the psutil process `root` and its descendants, living and ended (ended
+    ones count once their parent has waited for them, as the search waits for its workers)."""
     import psutil
 
-    me = psutil.Process()
-    times = me.cpu_times()
+    times = root.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for child in me.children(recursive=True):
+    for child in root.children(recursive=True):
         try:
             child_times = child.cpu_times()
-        except psutil.Error:  # ended since it was listed: counted with the ended ones, if waited for
+        except psutil.Error:  # ended since it was listed
             continue
         total += child_times.user + child_times.system
     return total
 
 
 class CpuBudget:
-    """`search.budget_minutes`: before each batch, whether the search may start it. The CPU
-    spent and the batches started are kept in run.json at each decision, so a resumed search
-    starts again every batch the killed one had started (their fits replay from the journal)
-    and counts the CPU the killed one had spent until its last decision."""
+    """`search.budget_minutes`: before each batch, whether the search may start it.
 
-    def __init__(self, minutes: float, run_dir: Path):
+    What counts is the CPU time of the search's root process (the one the user started: the
+    supervisor of recycled worker processes, or the search itself) and all its descendants,
+    imports and replaced workers included. The CPU spent and the batches started are kept in
+    run.json at each decision, with the root they were measured in: a replaced worker of the
+    same root goes on counting from the root's clock; a resumed search (a new root) adds its own
+    tree's time to what the killed one had spent at its last decision, and starts again every
+    batch the killed one had started (their fits replay from the journal)."""
+
+    def __init__(self, minutes: float, run_dir: Path, root_pid: int | None = None):
+        import psutil
+
         from ..core.files import read_json
 
         self.limit_s, self.run_dir = minutes * 60, Path(run_dir)
+        self.root = psutil.Process(root_pid)
+        self.root_id = f"{self.root.pid}@{self.root.create_time():.2f}"
         kept = read_json(self.run_dir / "run.json").get("budget") or {}
-        self.spent_before, self.started = kept.get("cpu_s", 0.0), kept.get("batches", 0)
-        self.clock = process_tree_cpu()
+        self.started = kept.get("batches", 0)
+        self.base = kept.get("cpu_s", 0.0) - (kept.get("root_cpu_s", 0.0) if kept.get("root") == self.root_id else 0.0)
 
     def spent(self) -> float:
-        return self.spent_before + process_tree_cpu() - self.clock
+        return self.base + process_tree_cpu(self.root)
 
     def allows(self, batch: int) -> bool:
         """Whether batch number `batch` (0, 1, ...) may start."""
@@ -151,10 +159,11 @@ class CpuBudget:
 
         if batch < self.started:
             return True
-        spent = self.spent()
-        if spent >= self.limit_s:
-            update_run(self.run_dir, budget={"cpu_s": round(spent, 1), "batches": self.started, "exhausted": True})
-            return False
-        self.started = batch + 1
-        update_run(self.run_dir, budget={"cpu_s": round(spent, 1), "batches": self.started, "exhausted": False})
-        return True
+        root_cpu = process_tree_cpu(self.root)
+        spent = self.base + root_cpu
+        exhausted = spent >= self.limit_s
+        if not exhausted:
+            self.started = batch + 1
+        update_run(self.run_dir, budget={"cpu_s": round(spent, 2), "batches": self.started, "exhausted": exhausted,
+                                         "root": self.root_id, "root_cpu_s": round(root_cpu, 2)})
+        return not exhausted

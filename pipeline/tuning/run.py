@@ -91,10 +91,12 @@ def local_trainers(config: ExperimentConfig) -> int:
 
 
 def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None = None, *, progress: bool = True,
-               budget: FitBudget | None = None, workers: int = 0, client=None) -> dict[str, Any]:
+               budget: FitBudget | None = None, workers: int = 0, client=None,
+               cpu_root: int | None = None) -> dict[str, Any]:
     """Run (or, in an existing run folder, resume) the search; write results, best model and run.json.
     `workers`: local worker processes started before (`pipeline.tuning.runners.EarlyWorkers`);
-    `client`: a Dask client already connected to `execution.scheduler` (see `open_runner`).
+    `client`: a Dask client already connected to `execution.scheduler` (see `open_runner`);
+    `cpu_root`: the process whose tree search.budget_minutes counts (default: this one).
 
     Everything it keeps between fits (compiled models, the stop flag, the fit budget) belongs to
     this call: two searches in one process share nothing."""
@@ -133,7 +135,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
             search = build_search(config, estimator, cv, TrainFirst, RecordScorer(metrics))
             search.session = session
             if config.search.budget_minutes is not None:
-                search.budget = CpuBudget(config.search.budget_minutes, run_dir)
+                search.budget = CpuBudget(config.search.budget_minutes, run_dir, cpu_root)
             total = count_fits(config, dataset).fits - 1 if progress else 0  # a bar's total only: no bar, no count
             with JournalProgress(run_dir / JOURNAL_NAME, total, enabled=progress), _quiet_fit_failures():
                 search.fit(dataset.x_train, dataset.y_train)

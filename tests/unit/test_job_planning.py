@@ -27,12 +27,25 @@ def test_one_grid_program_is_halved_for_two_trainers_and_kept_whole_for_one():
 
 def test_a_split_stops_when_it_no_longer_shortens_the_longest_trainer():
     """Every trainer gets a job, but a third program for two trainers costs another tracing and
-    shortens nothing: two 12-tower halves are not split again; a job of one candidate never is."""
+    shortens nothing: two 12-tower halves are not split again, nor a job of one fit."""
     assert len(_split_for(2, [job([10] * 8)])) == 2
     assert [part.keys for part in _split_for(4, [job([10] * 8)])] == [["c0", "c1"], ["c2", "c3"], ["c4", "c5"],
                                                                     ["c6", "c7"]]
-    single = job([10], folds=3)
+    single = job([10], folds=1)
     assert _split_for(2, [single]) == [single]
+
+
+def test_one_candidate_alone_is_split_by_its_folds_with_their_states():
+    """A pruned search's last survivor trains the most epochs on its own: its folds go to
+    different trainers (one program of 1 fold, one of 2), each continuing from its own states."""
+    starts = {("c0", f"f{f}"): SimpleNamespace(epochs=12) for f in range(3)}
+    survivor = job([36], folds=3, starts=starts)
+    parts = _split_for(2, [survivor])
+    assert [[fold.key for fold in part.folds] for part in parts] == [["f0"], ["f1", "f2"]]
+    for part in parts:
+        assert part.keys == ["c0"] and set(part.starts) == {(key, fold.key) for fold, key, _ in part.fits()}
+    assert makespan(parts, 2) < makespan([survivor], 2)
+    assert _split_for(1, [survivor]) == [survivor]
 
 
 def test_candidates_split_by_epochs_so_each_part_trains_its_own_length():

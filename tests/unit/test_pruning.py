@@ -117,7 +117,8 @@ def _burn(seconds: float) -> None:
 
 def test_the_budget_stops_before_a_batch_and_a_resumed_search_keeps_its_decisions(tmp_path):
     (tmp_path / "run.json").write_text("{}")
-    budget = CpuBudget(0.5 / 60, tmp_path)  # half a CPU second
+    budget = CpuBudget(0.5 / 60, tmp_path)  # half a CPU second of this process's tree, counted from its start
+    budget.base -= budget.spent()  # as if this test process had just started
     assert budget.allows(0)
     _burn(0.2)
     assert budget.allows(1)
@@ -125,9 +126,25 @@ def test_the_budget_stops_before_a_batch_and_a_resumed_search_keeps_its_decision
     assert not budget.allows(2)
     kept = json.loads((tmp_path / "run.json").read_text())["budget"]
     assert kept["batches"] == 2 and kept["exhausted"] and 0.6 <= kept["cpu_s"] < 5
-    resumed = CpuBudget(0.5 / 60, tmp_path)  # the killed search's spending and started batches are kept
-    assert resumed.allows(0) and resumed.allows(1) and not resumed.allows(2)
-    assert resumed.spent() == pytest.approx(kept["cpu_s"], abs=0.1)
+    replaced = CpuBudget(0.5 / 60, tmp_path)  # a replaced worker of the same root: the root's clock goes on
+    assert replaced.spent() == pytest.approx(kept["cpu_s"], abs=0.1)
+    kept["root"] = "another search"  # a resumed search: its own tree's time on top of the killed one's
+    (tmp_path / "run.json").write_text(json.dumps({"budget": kept}))
+    resumed = CpuBudget(0.5 / 60, tmp_path)
+    assert resumed.spent() == pytest.approx(kept["cpu_s"] + kept["root_cpu_s"], abs=0.1)
+    assert resumed.allows(0) and resumed.allows(1) and not resumed.allows(2)  # started batches go on
+
+
+def test_the_budget_counts_the_cpu_of_child_processes(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "run.json").write_text("{}")
+    budget = CpuBudget(1, tmp_path)
+    before = budget.spent()
+    subprocess.run([sys.executable, "-c", "import time\nend = time.process_time() + 0.5\n"
+                    "while time.process_time() < end: pass"], check=True)
+    assert budget.spent() - before >= 0.5
 
 
 @pytest.mark.parametrize("search, training, message", [
