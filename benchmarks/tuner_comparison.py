@@ -229,8 +229,8 @@ def main() -> None:
     print("| tool | test accuracy (median) | per seed | CPU min (median) | trials (median) | candidate-epochs (median) |")
     print("|---|---|---|---|---|---|")
     for tool, runs in results.items():
-        print(f"| {tool} | {statistics.median(r['test_accuracy'] for r in runs):.4f} | "
-              f"{', '.join(f'{r['test_accuracy']:.4f}' for r in runs)} | "
+        per_seed = ", ".join(f"{r['test_accuracy']:.4f}" for r in runs)
+        print(f"| {tool} | {statistics.median(r['test_accuracy'] for r in runs):.4f} | {per_seed} | "
               f"{statistics.median(r['cpu_s'] for r in runs) / 60:.1f} | {statistics.median(r['trials'] for r in runs):g} | "
               f"{statistics.median(r['candidate_epochs'] or 0 for r in runs):g} |")
 

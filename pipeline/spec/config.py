@@ -131,8 +131,8 @@ class SearchConfig(Spec):
     # together, fused where it can be; it is part of the run's identity, as it changes what is asked).
     n_trials: int = Field(20, gt=0)
     batch: int = Field(8, gt=0)
-    # tpe: ask no further batch once the search's processes on this machine have used this many
-    # CPU minutes (the batch under way finishes).
+    # tpe: CPU minutes of the search's processes on this machine (workers included, the refit
+    # not): a batch starts only if the time spent plus an average batch's stays within them.
     budget_minutes: float | None = Field(None, gt=0)
     # tpe and random: prune candidates at rungs of epochs (PruningConfig); null = every candidate
     # trains all training.epochs.

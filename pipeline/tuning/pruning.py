@@ -128,15 +128,17 @@ def process_tree_cpu(root) -> float:
 
 
 class CpuBudget:
-    """`search.budget_minutes`: before each batch, whether the search may start it.
+    """`search.budget_minutes`: before each batch, whether the search may start it: only if the
+    CPU time spent so far plus what a batch has cost on average stays within the budget (the
+    first batch always starts), so that a search ends within its budget but for the refit.
 
     What counts is the CPU time of the search's root process (the one the user started: the
     supervisor of recycled worker processes, or the search itself) and all its descendants,
-    imports and replaced workers included. The CPU spent and the batches started are kept in
-    run.json at each decision, with the root they were measured in: a replaced worker of the
-    same root goes on counting from the root's clock; a resumed search (a new root) adds its own
-    tree's time to what the killed one had spent at its last decision, and starts again every
-    batch the killed one had started (their fits replay from the journal)."""
+    imports and replaced workers included. The CPU spent at the first decision and at the last,
+    and the batches started, are kept in run.json with the root they were measured in: a
+    replaced worker of the same root goes on counting from the root's clock; a resumed search (a
+    new root) adds its own tree's time to what the killed one had spent at its last decision, and
+    starts again every batch the killed one had started (their fits replay from the journal)."""
 
     def __init__(self, minutes: float, run_dir: Path, root_pid: int | None = None):
         import psutil
@@ -147,7 +149,7 @@ class CpuBudget:
         self.root = psutil.Process(root_pid)
         self.root_id = f"{self.root.pid}@{self.root.create_time():.2f}"
         kept = read_json(self.run_dir / "run.json").get("budget") or {}
-        self.started = kept.get("batches", 0)
+        self.started, self.first_s = kept.get("batches", 0), kept.get("first_cpu_s")
         self.base = kept.get("cpu_s", 0.0) - (kept.get("root_cpu_s", 0.0) if kept.get("root") == self.root_id else 0.0)
 
     def spent(self) -> float:
@@ -161,9 +163,13 @@ class CpuBudget:
             return True
         root_cpu = process_tree_cpu(self.root)
         spent = self.base + root_cpu
-        exhausted = spent >= self.limit_s
+        if self.first_s is None:
+            self.first_s = spent
+        per_batch = (spent - self.first_s) / self.started if self.started else 0.0
+        exhausted = spent + per_batch > self.limit_s
         if not exhausted:
             self.started = batch + 1
-        update_run(self.run_dir, budget={"cpu_s": round(spent, 2), "batches": self.started, "exhausted": exhausted,
-                                         "root": self.root_id, "root_cpu_s": round(root_cpu, 2)})
+        update_run(self.run_dir, budget={
+            "cpu_s": round(spent, 2), "batches": self.started, "exhausted": exhausted, "first_cpu_s": self.first_s,
+            "per_batch_cpu_s": round(per_batch, 2), "root": self.root_id, "root_cpu_s": round(root_cpu, 2)})
         return not exhausted

@@ -55,7 +55,7 @@ def suggest(trial, grids: list[dict[str, ParamValues]]) -> dict[str, Any]:
 
 class TPESearchCV(BatchedSearch, BaseSearchCV):
     """A scikit-learn search over `n_trials` candidates asked of Optuna's TPE, `batch` at a time
-    (with a `ladder`, pruned at its rungs; with a `budget`, no batch once it is spent)."""
+    (with a `ladder`, pruned at its rungs; with a `budget`, no batch that an average one would overrun)."""
 
     def __init__(self, estimator, grids, *, n_trials=20, batch=8, random_state=None, scoring=None, n_jobs=None,
                  refit=True, cv=None, verbose=0, pre_dispatch="2*n_jobs", error_score=math.nan,

@@ -115,22 +115,23 @@ def _burn(seconds: float) -> None:
         pass
 
 
-def test_the_budget_stops_before_a_batch_and_a_resumed_search_keeps_its_decisions(tmp_path):
+def test_the_budget_starts_a_batch_only_if_an_average_one_still_fits(tmp_path):
     (tmp_path / "run.json").write_text("{}")
-    budget = CpuBudget(0.5 / 60, tmp_path)  # half a CPU second of this process's tree, counted from its start
-    budget.base -= budget.spent()  # as if this test process had just started
-    assert budget.allows(0)
-    _burn(0.2)
-    assert budget.allows(1)
-    _burn(0.4)
-    assert not budget.allows(2)
+    budget = CpuBudget(1.0 / 60, tmp_path)  # one CPU second of this process's tree
+    budget.base -= budget.spent() - 0.1  # as if the search had started 0.1 s ago
+    assert budget.allows(0)  # the first batch always starts
+    _burn(0.3)
+    assert budget.allows(1)  # 0.4 spent + 0.3 a batch on average <= 1
+    _burn(0.35)
+    assert not budget.allows(2)  # 0.75 + 0.325 > 1 (the budget is not spent yet)
     kept = json.loads((tmp_path / "run.json").read_text())["budget"]
-    assert kept["batches"] == 2 and kept["exhausted"] and 0.6 <= kept["cpu_s"] < 5
-    replaced = CpuBudget(0.5 / 60, tmp_path)  # a replaced worker of the same root: the root's clock goes on
+    assert kept["batches"] == 2 and kept["exhausted"] and 0.75 <= kept["cpu_s"] < 1.0
+    assert kept["per_batch_cpu_s"] == pytest.approx(0.325, abs=0.04)
+    replaced = CpuBudget(1.0 / 60, tmp_path)  # a replaced worker of the same root: the root's clock goes on
     assert replaced.spent() == pytest.approx(kept["cpu_s"], abs=0.1)
     kept["root"] = "another search"  # a resumed search: its own tree's time on top of the killed one's
     (tmp_path / "run.json").write_text(json.dumps({"budget": kept}))
-    resumed = CpuBudget(0.5 / 60, tmp_path)
+    resumed = CpuBudget(1.0 / 60, tmp_path)
     assert resumed.spent() == pytest.approx(kept["cpu_s"] + kept["root_cpu_s"], abs=0.1)
     assert resumed.allows(0) and resumed.allows(1) and not resumed.allows(2)  # started batches go on
 
