@@ -108,8 +108,8 @@ def report_blocks(run: RunFiles) -> list[Block]:
     search = run.config.get("search", {})
     blocks: list[Block] = [Heading(f"Search report: {info['experiment']}", 1)]
     blocks.append(Text(
-        f"Run `{run.dir.name}`: {search.get('strategy', '?')} search, {info.get('n_candidates', len(results))} "
-        f"candidates x {info.get('n_folds', '?')} folds{_repeats(info)}, seed {info.get('seed', '?')}, status {run.status}, "
+        f"Run `{run.dir.name}`: {search.get('strategy', '?')} search, {_candidates(info, results)} "
+        f"x {info.get('n_folds', '?')} folds{_repeats(info)}, seed {info.get('seed', '?')}, status {run.status}, "
         f"wall time {info.get('wall_time_s', '?')} s."
     ))
     requested = f" (requested: {data.get('requested')})" if data.get("requested") != data.get("name") else ""
@@ -120,9 +120,12 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks += [Text(note) for note in data.get("notes", [])]
     if info.get("pruning"):
         blocks.append(Text(pruning_sentence(info["pruning"])))
-    if (info.get("budget") or {}).get("exhausted"):
-        blocks.append(Text(f"The CPU budget (search.budget_minutes {search.get('budget_minutes')}) ran out after "
-                           f"{info['budget']['batches']} batch(es) ({info['budget']['cpu_s'] / 60:.1f} CPU minutes)."))
+    budget = info.get("budget") or {}
+    if budget.get("exhausted"):
+        blocks.append(Text(
+            f"The CPU budget (search.budget_minutes {search.get('budget_minutes')}) ended the search after "
+            f"{budget['batches']} batch(es): {budget['cpu_s'] / 60:.1f} CPU minutes spent, and a batch took "
+            f"{budget.get('per_batch_cpu_s', 0) / 60:.1f} on average."))
 
     blocks.append(Heading(f"Leaderboard (top {min(TOP, len(results))} of {len(results)})"))
     blocks.append(Table(leaderboard(results, run.params).head(TOP)))
@@ -172,6 +175,14 @@ def report_blocks(run: RunFiles) -> list[Block]:
                 blocks.append(_plot(run, f"history_{metric}", f"Best model, refitted: {metric} per epoch",
                                     plots.plot_history(run.history, metric)))
     return blocks
+
+
+def _candidates(info: dict, results: pd.DataFrame) -> str:
+    """How many candidates: a pruned search's rows are (candidate, rung) evaluations."""
+    rows = info.get("n_candidates", len(results))
+    if info.get("pruning"):
+        return f"{info['pruning']['reached'][0]} candidates ({rows} evaluations at the rungs)"
+    return f"{rows} candidates"
 
 
 def _repeats(info: dict) -> str:

@@ -368,8 +368,10 @@ def test_pruned_search_continues_at_each_rung_with_the_results_of_retraining(tmp
     continued = Counter(r["trainer"]["fused"].get("continued_from") for r in records)
     assert continued == {None: 6 * 2, 1: reached[1] * 2, 2: reached[2] * 2}
     assert not (runs["fused"] / "continuations").exists()
-    assert "Pruning (search.pruning; rungs at epochs 1, 2 of 4): 6 candidates started" in \
-        (runs["fused"] / "report.md").read_text()
+    report = (runs["fused"] / "report.md").read_text()
+    assert "Pruning (search.pruning; rungs at epochs 1, 2 of 4): 6 candidates started" in report
+    assert f"random search, 6 candidates ({sum(reached)} evaluations at the rungs) x 2 folds" in report
+    assert "![Score per pruning rung](plots/pruning_rungs.png)" in report
 
 
 def test_tower_states_round_trip_and_a_damaged_one_is_ignored(tmp_path):

@@ -65,6 +65,17 @@ def test_report_is_rebuilt_from_csvs_alone(run_copy, capsys):
     assert (run_copy / "plots" / "confusion.png").read_bytes().startswith(PNG)
 
 
+def test_report_says_when_the_cpu_budget_ended_the_search(run_copy):
+    run = json.loads((run_copy / "run.json").read_text())
+    run["budget"] = {"cpu_s": 594.0, "batches": 4, "exhausted": True, "per_batch_cpu_s": 141.0}
+    (run_copy / "run.json").write_text(json.dumps(run))
+    (run_copy / "config.yaml").write_text((run_copy / "config.yaml").read_text().replace(
+        "budget_minutes: null", "budget_minutes: 11.0"))
+    assert run_main(report.main, [run_copy]) == 0
+    assert ("The CPU budget (search.budget_minutes 11.0) ended the search after 4 batch(es): 9.9 CPU minutes "
+            "spent, and a batch took 2.4 on average.") in (run_copy / "report.md").read_text()
+
+
 def test_report_lists_failed_candidates_and_halving_rounds(tmp_path):
     from pipeline.search import main
 
