@@ -58,10 +58,10 @@ class Ladder:
                 outcomes[i].reports.append((epochs, score))
             if rung == len(self.rungs) - 1:
                 break
-            promoted = self.promote(rung, scores)
-            for i, score in zip(alive, scores):
-                outcomes[i].pruned = i not in [alive[j] for j in promoted]
-            alive = [alive[j] for j in promoted]
+            promoted = {alive[j] for j in self.promote(rung, scores)}
+            for i in alive:
+                outcomes[i].pruned = i not in promoted
+            alive = [i for i in alive if i in promoted]
         return outcomes
 
     def promote(self, rung: int, scores: list[float]) -> list[int]:
