@@ -52,15 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _describe_plan(config, plan) -> str:
     """The dry run's count: candidates, rounds or rungs, splits, fits."""
     search, splits = config.search, config.cv.describe()
+    budget = f"fewer if the {search.budget_minutes:g} CPU minutes run out" if search.budget_minutes else ""
     if search.pruning is not None:  # the counting search promoted every candidate: the most it can train
         rungs = search.pruning.rungs(config.training.epochs)
-        budget = f", fewer if the {search.budget_minutes:g} CPU minutes run out" if search.budget_minutes else ""
         return (f"{sum(plan.candidates) // len(rungs)} candidates x {splits}, pruned at epochs {rungs[:-1]} of "
-                f"{rungs[-1]}: at most {plan.fits} fits with the refit{budget}")
+                f"{rungs[-1]}: at most {plan.fits} fits with the refit{', ' + budget if budget else ''}")
+    if search.pbt is not None:
+        ends = search.pbt.ends(config.training.epochs)
+        return (f"{search.pbt.population} population members x {len(ends)} intervals (scored at epochs {ends}) "
+                f"x {splits} + 1 refit of the winner's schedule = {plan.fits} fits")
     halving = search.strategy.startswith("halving") and len(plan.candidates) > 1
     rounds = f" over {len(plan.candidates)} halving rounds {list(plan.candidates)}" if halving else ""
-    budget = f" (fewer if the {search.budget_minutes:g} CPU minutes run out)" if search.budget_minutes else ""
-    return f"{sum(plan.candidates)} candidates{rounds} x {splits} + 1 refit = {plan.fits} fits{budget}"
+    return f"{sum(plan.candidates)} candidates{rounds} x {splits} + 1 refit = {plan.fits} fits" + \
+        (f" ({budget})" if budget else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

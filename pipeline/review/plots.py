@@ -184,3 +184,34 @@ def plot_loss_vs_iteration(improvements: pd.DataFrame, iterations: int, dataset:
     axes.grid(alpha=0.3)
     axes.legend()
     return figure
+
+
+def plot_population(summary: dict) -> Figure:
+    """Population-based training: each member's perturbed hyperparameters over the epochs (a
+    step per interval; a dot where it took over another member) and its mean CV score at each
+    interval's end."""
+    names = summary["perturbed"]
+    figure = Figure(figsize=(8.5, 2.4 * (len(names) + 1)), layout="constrained")
+    axes = figure.subplots(len(names) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    for member in summary["members"]:
+        steps = member["steps"]
+        starts = [0, *[step["epochs"] for step in steps[:-1]]]
+        took = [start for start, step in zip(starts, steps) if step["from"] is not None]
+        label = f"member {member['member']}"
+        for ax, name in zip(axes, names):
+            values = [step["params"].get(name, np.nan) for step in steps]
+            line, = ax.plot([*starts, steps[-1]["epochs"]], [*values, values[-1]], drawstyle="steps-post", label=label)
+            ax.plot(took, [values[starts.index(start)] for start in took], "o", color=line.get_color())
+        axes[-1].plot([step["epochs"] for step in steps], [step["score"] for step in steps], marker="o", label=label)
+    for ax, name in zip(axes, names):
+        ax.set_ylabel(name.split("__")[-1])
+        if name.endswith(("learning_rate", "epsilon")):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("population-based training: each member's values (a dot where it took over another)")
+    axes[-1].set_ylabel("mean CV score")
+    axes[-1].set_xlabel("epoch")
+    axes[-1].grid(alpha=0.3)
+    if len(summary["members"]) <= 16:
+        axes[0].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return figure

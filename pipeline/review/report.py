@@ -23,7 +23,7 @@ from ..core.errors import PipelineError
 from ..core.files import run_is_locked, save_figure_atomic, write_text_atomic
 from . import plots
 from .significance import comparison_sentences, split_scores
-from .tables import param_columns, pruning_sentence
+from .tables import param_columns, population_sentence, population_tables, pruning_sentence
 
 TOP = 10
 PLOTS = "plots"
@@ -120,6 +120,13 @@ def report_blocks(run: RunFiles) -> list[Block]:
     blocks += [Text(note) for note in data.get("notes", [])]
     if info.get("pruning"):
         blocks.append(Text(pruning_sentence(info["pruning"])))
+    if info.get("pbt"):
+        schedule, lineage = population_tables(info["pbt"])
+        blocks += [Heading("Population-based training"), Text(population_sentence(info["pbt"])),
+                   Text("The winner's schedule:"), Table(schedule),
+                   Text("Every member's mean CV score per interval (<- mN: it took over member N before it):"),
+                   Table(lineage), _plot(run, "pbt_population", "The population over the epochs",
+                                         plots.plot_population(info["pbt"]))]
     budget = info.get("budget") or {}
     if budget.get("exhausted"):
         blocks.append(Text(
@@ -145,7 +152,8 @@ def report_blocks(run: RunFiles) -> list[Block]:
 
     blocks.append(Heading("Plots"))
     scored = results.dropna(subset=["mean_test_score"])
-    for param in run.params:
+    plotted = [param for param in run.params if param != "member"]  # a pbt member's lineage tag: no axis
+    for param in plotted:
         if scored[param].nunique() > 1:
             blocks.append(_plot(run, f"score_{param}", f"Mean CV score by {param}", plots.plot_param_scores(scored, param)))
     if search.get("strategy") == "grid":
@@ -155,7 +163,7 @@ def report_blocks(run: RunFiles) -> list[Block]:
                 blocks.append(_plot(run, f"heatmap_{row}__{column}", f"Best mean CV score by {row} and {column}",
                                     plots.plot_param_heatmap(both, row, column)))
     if run.fit_histories is not None and len(run.fit_histories):
-        groupings = [[p] for p in run.params if 2 <= scored[p].nunique() <= 10]
+        groupings = [[p] for p in plotted if 2 <= scored[p].nunique() <= 10]
         curves_by = [p for p in run.config.get("report", {}).get("curves_by", []) if p in run.params]
         if curves_by:
             groupings.insert(0, curves_by)
@@ -166,7 +174,7 @@ def report_blocks(run: RunFiles) -> list[Block]:
     if "iter" in results and search.get("pruning"):
         blocks.append(_plot(run, "pruning_rungs", "Score per pruning rung",
                             plots.plot_halving_rounds(scored, "epochs", pruned=True)))
-    elif "iter" in results:
+    elif "iter" in results and not info.get("pbt"):
         blocks.append(_plot(run, "halving_rounds", "Score per successive-halving round",
                             plots.plot_halving_rounds(scored, search.get("resource", "epochs"))))
     if run.history is not None:
@@ -182,6 +190,8 @@ def _candidates(info: dict, results: pd.DataFrame) -> str:
     rows = info.get("n_candidates", len(results))
     if info.get("pruning"):
         return f"{info['pruning']['reached'][0]} candidates ({rows} evaluations at the rungs)"
+    if info.get("pbt"):
+        return f"{info['pbt']['population']} population members ({rows} evaluations at the intervals)"
     return f"{rows} candidates"
 
 

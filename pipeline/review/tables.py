@@ -93,12 +93,15 @@ def param_columns(results: pd.DataFrame) -> list[str]:
             if c not in fixed and not c.endswith(("_score", "_time")) and not c.startswith(("mean_", "std_", "fold"))]
 
 
+def last_round(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows the best is chosen from: all, or those of the last round (halving), rung
+    (pruning) or interval (pbt)."""
+    return results[results["iter"] == results["iter"].max()] if "iter" in results else results
+
+
 def best_row(results: pd.DataFrame) -> pd.Series:
     """The best candidate; for successive halving, among those that reached the last round."""
-    pool = results
-    if "iter" in results:
-        pool = results[results["iter"] == results["iter"].max()]
-    scored = pool.dropna(subset=["mean_test_score"])
+    scored = last_round(results).dropna(subset=["mean_test_score"])
     if scored.empty:
         raise ValueError("every candidate failed; see the error column of results.csv")
     return scored.sort_values("mean_test_score", ascending=False, kind="stable").iloc[0]
@@ -158,3 +161,32 @@ def pruning_sentence(summary: Mapping[str, Any]) -> str:
             f"{reached[0]} candidates started; pruned: {', '.join(pruned) or 'none'}; {reached[-1]} trained all "
             f"{rungs[-1]} epochs. {summary['candidate_epochs']} candidate-epochs per fold instead of "
             f"{summary['without_pruning']} without pruning ({ratio:.1f}x fewer).")
+
+
+def population_sentence(summary: Mapping[str, Any]) -> str:
+    """run.json's `pbt` in words, for the report."""
+    taken = sum(1 for member in summary["members"] for step in member["steps"] if step["from"] is not None)
+    ends = sorted({step["epochs"] for member in summary["members"] for step in member["steps"]})
+    return (f"Population-based training (search.pbt): {summary['population']} members, scored at epochs "
+            f"{', '.join(map(str, ends))}; after each interval the bottom {summary['fraction']:.0%} took over the "
+            f"weights and optimizer state of a top member and perturbed its {', '.join(summary['perturbed'])}: "
+            f"{taken} take-over{'s' * (taken != 1)} in all. The winner ended as {summary['winner']}; the saved "
+            "model is its schedule (below) trained again on the whole training split from the start, since each "
+            "member's towers were trained on one fold's training rows.")
+
+
+def population_tables(summary: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The winner's schedule (the perturbed values per interval) and every member's mean CV score
+    per interval, "<- mN" where it took over member N before that interval."""
+    schedule = pd.DataFrame([{name: f"{value:.4g}" if isinstance(value, float) else _cell(value)
+                              for name, value in entry.items()} for entry in summary["schedule"]])
+    schedule = schedule.rename(columns={"epochs": "until epoch"})
+    rows = []
+    for member in summary["members"]:
+        row = {"member": member["member"], "ended as": member["ended_as"]}
+        for step in member["steps"]:
+            took = f" <- m{step['from']}" if step["from"] is not None else ""
+            row[f"epoch {step['epochs']}"] = ("failed" if not math.isfinite(step["score"])
+                                              else f"{step['score']:.4f}") + took
+        rows.append(row)
+    return schedule, pd.DataFrame(rows)

@@ -26,7 +26,7 @@ from .vocabulary import (CheckpointSpec, EarlyStoppingSpec, NetworkSpec, Optimiz
                          TrainingSpec, one_of)
 
 DATASET_NAMES = ("mnist", "mnist-sample", "digits", "file", "vertical", "spiral", "quadratic")
-STRATEGIES = ("grid", "random", "halving-grid", "halving-random", "tpe")
+STRATEGIES = ("grid", "random", "halving-grid", "halving-random", "tpe", "pbt")
 REGRESSION_DATASETS = ("quadratic",)
 # scikit-learn scorers that work for every number of classes (binary-only ones such as 'f1' do not).
 SCORERS = {
@@ -102,6 +102,12 @@ class CVConfig(Spec):
 
 
 ParamValues = Union[list, dict]
+# What population-based training may change in a member while it trains: settings the engine
+# holds per tower that leave the weights' shapes alone (the optimizer's kind, widths, depth,
+# activation and initializer stay with the member from its first epoch).
+PERTURBABLE = ("optimizer__learning_rate", "optimizer__momentum", "optimizer__rho", "optimizer__beta_1",
+               "optimizer__beta_2", "optimizer__epsilon", "optimizer__decay", "model__dropout", "model__l1",
+               "model__l2")
 
 
 class PruningConfig(Spec):
@@ -121,6 +127,45 @@ class PruningConfig(Spec):
         return rungs + [epochs]
 
 
+class PBTConfig(Spec):
+    """Population-based training (search.strategy: pbt, Jaderberg et al. 2017): `population`
+    members drawn from the space train together; every `interval` epochs the bottom `fraction`
+    (by mean CV score) take over the weights and optimizer state of a member of the top
+    `fraction` and its hyperparameters, `perturb`ed: each multiplied by one of `factors`
+    (clipped to its distribution's bounds) or moved to a neighbouring value of its list, or,
+    with probability `resample`, drawn anew."""
+
+    population: int = Field(8, ge=2)
+    interval: int = Field(gt=0)
+    fraction: float = Field(0.25, gt=0, le=0.5)
+    perturb: list[str] = Field(default_factory=list)  # empty: every searched parameter in PERTURBABLE
+    factors: tuple[float, float] = (0.8, 1.2)
+    resample: float = Field(0.25, ge=0, le=1)
+
+    @field_validator("perturb")
+    @classmethod
+    def _perturbable(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in PERTURBABLE:
+                raise ValueError(f"'{name}' cannot change while a member trains; choose from {', '.join(PERTURBABLE)}")
+        return names
+
+    @field_validator("factors")
+    @classmethod
+    def _positive(cls, factors: tuple[float, float]) -> tuple[float, float]:
+        if min(factors) <= 0:
+            raise ValueError(f"perturbation factors must be positive (got {list(factors)})")
+        return factors
+
+    def ends(self, epochs: int) -> list[int]:
+        """The epochs at which members are scored and the population exploits and explores; the last is `epochs`."""
+        return list(range(self.interval, epochs, self.interval)) + [epochs]
+
+    def perturbed(self, searched: Sequence[str]) -> list[str]:
+        """The parameters perturbed: those given, or every searched one that may change."""
+        return list(self.perturb) or [name for name in PERTURBABLE if name in searched]
+
+
 class SearchConfig(Spec):
     """What to search: the strategy and the space, in scikeras' routed parameter names."""
 
@@ -137,6 +182,8 @@ class SearchConfig(Spec):
     # tpe and random: prune candidates at rungs of epochs (PruningConfig); null = every candidate
     # trains all training.epochs.
     pruning: PruningConfig | None = None
+    # pbt: the population and how it exploits and explores (PBTConfig); needed by strategy pbt.
+    pbt: PBTConfig | None = None
     scoring: str | None = None
     resource: Literal["epochs", "n_samples"] = "epochs"
     factor: float = Field(3.0, gt=1)
@@ -293,11 +340,38 @@ class ExperimentConfig(Spec):
             raise ValueError("search.budget_minutes counts the CPU time of this machine's search processes, which "
                              "an external Dask cluster's workers are not; drop the budget or execution.scheduler")
         searched = {name for grid in self.search.grids() for name in grid}
+        self._pbt_consistent(searched)
         unknown = [name for name in self.report.curves_by if name not in searched]
         if unknown:
             raise ValueError(f"report.curves_by: '{unknown[0]}' is not a searched parameter; "
                              f"choose from {', '.join(sorted(searched)) or '(none: this config searches nothing)'}")
         return self
+
+    def _pbt_consistent(self, searched: set[str]) -> None:
+        pbt, strategy = self.search.pbt, self.search.strategy
+        if pbt is not None and strategy != "pbt":
+            raise ValueError(f"search.pbt: is for strategy pbt, not {strategy}; drop it or set search.strategy: pbt")
+        if strategy != "pbt":
+            return
+        if pbt is None:
+            raise ValueError("search.strategy pbt needs search.pbt with at least interval (epochs between "
+                             "exploit/explore steps), e.g. search.pbt: {population: 8, interval: 4}")
+        if pbt.interval >= self.training.epochs:
+            raise ValueError(f"search.pbt.interval {pbt.interval}: members must meet at least once before the last "
+                             f"epoch (training.epochs {self.training.epochs}); lower it")
+        missing = [name for name in pbt.perturb if name not in searched]
+        if missing:
+            raise ValueError(f"search.pbt.perturb: '{missing[0]}' is not in search.params; add its range there")
+        if self.search.params and not pbt.perturbed(searched):
+            raise ValueError(f"search.pbt: nothing to perturb; search at least one of {', '.join(PERTURBABLE)}")
+        callbacks = self.callbacks
+        for name, section in (("early_stopping", callbacks.early_stopping), ("checkpoint", callbacks.checkpoint)):
+            if section.enabled:
+                raise ValueError(f"callbacks.{name}: not with strategy pbt (a member's state carries no callback "
+                                 "state across its intervals); disable it")
+        if not self.execution.fuse:
+            raise ValueError("execution.fuse: false: strategy pbt trains its members as towers and continues them "
+                             "from their states at every interval; keep fuse: true")
 
     def identity(self) -> dict[str, Any]:
         """Everything the results depend on, as plain values: what a resumed run must share."""

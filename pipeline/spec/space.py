@@ -50,6 +50,9 @@ def check_search_space(config: ExperimentConfig) -> None:
             if config.search.pruning is not None and name == "epochs":
                 raise ValueError(f"{where}: search.pruning sets each candidate's epochs (its rungs, then "
                                  "training.epochs), so 'epochs' cannot also be searched; remove one")
+            if config.search.strategy == "pbt" and name == "epochs":
+                raise ValueError(f"{where}: a pbt population trains training.epochs in intervals of "
+                                 "search.pbt.interval, so 'epochs' cannot be searched; remove it")
         _check_families_apply(config, grid)
     candidates = first_round_candidates(config)
     fits = candidates * config.cv.splits
@@ -71,6 +74,8 @@ def first_round_candidates(config: ExperimentConfig) -> int:
         return int(min(config.search.n_iter, grid_size))
     if config.search.strategy == "tpe":
         return config.search.n_trials  # TPE may ask a value twice: it does not enumerate the space
+    if config.search.strategy == "pbt":
+        return config.search.pbt.population if config.search.pbt else 0
     return int(grid_size)
 
 
@@ -99,8 +104,9 @@ def grid_values(values: list) -> list:
 
 
 def _check_distribution(where: str, spec: dict, strategy: str) -> None:
-    if strategy not in ("random", "halving-random", "tpe"):
-        raise ValueError(f"{where}: distributions need strategy random, halving-random or tpe; give a list for {strategy}")
+    if strategy not in ("random", "halving-random", "tpe", "pbt"):
+        raise ValueError(f"{where}: distributions need strategy random, halving-random, tpe or pbt; give a list for "
+                         f"{strategy}")
     kind = spec.get("distribution")
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"{where}.distribution: choose one of {', '.join(DISTRIBUTIONS)}")

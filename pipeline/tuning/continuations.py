@@ -63,6 +63,18 @@ class TowerStates:
                 return _read(path)
         return None
 
+    def kept(self, key: str, epochs: int) -> list[Path]:
+        """The files of this candidate's states after `epochs`, one per fold."""
+        return sorted(self.folder.glob(f"{key}-*-{epochs:05d}.npz")) if self.folder.is_dir() else []
+
+    def copy(self, source: str, target: str, epochs: int) -> int:
+        """Give candidate `target` the states of candidate `source` after `epochs`, fold by fold
+        (population-based training's exploit step); returns how many folds were copied."""
+        found = self.kept(source, epochs)
+        for path in found:
+            write_bytes_atomic(self.folder / path.name.replace(source, target, 1), path.read_bytes())
+        return len(found)
+
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 

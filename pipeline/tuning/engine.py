@@ -91,8 +91,8 @@ class Trained:
 
 
 # Per-tower values: the network's fields (but depth), the optimizer's settings (but its kind),
-# the epoch schedule, the epochs (a shared prefix), early stopping and checkpoints; the rest
-# (batch size, seed, ...) is shared.
+# the epoch schedule, the epochs (a shared prefix), early stopping and checkpoints, and a pbt
+# member's lineage (`member`, which trains nothing); the rest (batch size, seed, ...) is shared.
 PER_TOWER_PREFIXES = (f"{NETWORK.prefix}__", f"{OPTIMIZER.prefix}__", SCHEDULE.prefix, EARLY_STOPPING.prefix,
                       CHECKPOINT.prefix)
 
@@ -103,7 +103,7 @@ def group_key(params: dict[str, Any]) -> str | None:
     if OPTIMIZER.build(params).decay and SCHEDULE.build(params).name != "none":
         return None
     plain = hyperparameters(params)
-    shared = {k: v for k, v in plain.items() if not k.startswith(PER_TOWER_PREFIXES) and k != "epochs"}
+    shared = {k: v for k, v in plain.items() if not k.startswith(PER_TOWER_PREFIXES) and k not in ("epochs", "member")}
     shared["depth"] = len(NETWORK.build(params).hidden_layers)
     return params_key(shared)
 
@@ -260,25 +260,20 @@ def train_job(job: Job, X, y, scorer, context) -> Trained:
 def _train_fused(job: Job, X, y, scorer, context) -> Trained:
     """One program, a tower per (fold, candidate): each fold's samples side by side as the input,
     gathered from `X` by row number, and every tower scored from one prediction on all of `X`."""
-    from ..training.callbacks import StopOnRequest
     from ..training.towers import fit_towers
-    from .estimator import checkpoint_path, seeding
+    from .estimator import checkpoint_path
 
     fits = job.fits()
-    first = job.candidates[0]
     each = [candidate.get_params() for _, _, candidate in fits]
     started = time.perf_counter()
     fitted = fit_towers(
         [NETWORK.build(p) for p in each], X, y, folds=[fold.train for fold in job.folds],
-        task=first.task, optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
+        optimizers=[OPTIMIZER.build(p) for p in each], schedules=[SCHEDULE.build(p) for p in each],
         epochs=[candidate.epochs for _, _, candidate in fits], early_stopping=[EARLY_STOPPING.build(p) for p in each],
-        batch_size=first.batch_size,
-        validation_split=first.validation_split or 0.0, shuffle=first.shuffle,
-        steps_per_execution=first.steps_per_execution, seed=first.random_state, seeding=seeding,
-        callbacks=[StopOnRequest(context.stop)], cache=context.models, score_on=(X,),
-        checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
-                     if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
+        score_on=(X,), checkpoints=[(CHECKPOINT.build(p), checkpoint_path(candidate.checkpoint_dir, key, fold.key))
+                                    if candidate.checkpoint else None for p, (fold, key, candidate) in zip(each, fits)],
         start=[job.starts[key, fold.key] for fold, key, _ in fits] if job.starts else None, keep_states=job.keep_states,
+        **shared_settings(job.candidates[0], context),
     )
     fit_time = (time.perf_counter() - started) / job.size
     fused = {"group": params_key({"folds": [fold.key for fold in job.folds], "members": job.keys}),
@@ -297,6 +292,19 @@ def _train_fused(job: Job, X, y, scorer, context) -> Trained:
                                     **scores))
     states = {(continuation_key(each[tower]), fits[tower][0].key): state for tower, state in fitted.states.items()}
     return Trained(records, states)
+
+
+def shared_settings(candidate, context) -> dict[str, Any]:
+    """`fit_towers`' settings that a program's towers share, as `candidate`'s solo fit has them:
+    task, batch size, validation split, shuffling, seed and how it seeds, the stop request and
+    the context's compiled programs."""
+    from ..training.callbacks import StopOnRequest
+    from .estimator import seeding
+
+    return dict(task=candidate.task, batch_size=candidate.batch_size, validation_split=candidate.validation_split or 0.0,
+                shuffle=candidate.shuffle, steps_per_execution=candidate.steps_per_execution,
+                seed=candidate.random_state, seeding=seeding, callbacks=[StopOnRequest(context.stop)],
+                cache=context.models)
 
 
 def train_alone(key: str, candidate, fold: str, X_train, y_train, X_test, y_test, scorer, context) -> FitRecord:

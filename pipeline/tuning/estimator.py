@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ class _PipelineWrapper:
         checkpoint_dir=None,
         terminate_on_nan=True,
         steps_per_execution=1,
+        member=None,
         context=None,
         replay_from=None,
         verbose=0,
@@ -107,6 +109,7 @@ class _PipelineWrapper:
         self.checkpoint_dir = checkpoint_dir
         self.terminate_on_nan = terminate_on_nan
         self.steps_per_execution = steps_per_execution
+        self.member = member  # a population member's lineage (strategy pbt): trains nothing, keys its fits
         self.context = context
         self.replay_from = replay_from
 
@@ -144,6 +147,16 @@ class _PipelineWrapper:
         diverged = divergence(self.history_.get("loss", []))
         if diverged:
             raise CandidateFailed("diverged", describe_error(TrainingDiverged(diverged)))
+        return self
+
+    def holding(self, X, y, weights: list, history: dict[str, list[float]]):
+        """This estimator, built for (X, y) as `fit` builds it (encoders, model), holding weights
+        trained elsewhere (in `get_weights()` order) and their history, untrained: what a fit
+        trained by the fused engine gives as a fitted estimator (`pipeline.tuning.pbt`)."""
+        self._check_training_data(X, y)
+        self.initialize(X, y)
+        self.model_.set_weights(weights)
+        self.history_ = defaultdict(list, {name: list(values) for name, values in history.items()})
         return self
 
     def _check_training_data(self, X, y, sample_weight=None) -> None:

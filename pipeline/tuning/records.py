@@ -28,6 +28,9 @@ from ..core.errors import PipelineError
 
 # Estimator parameters that say where and how a fit runs, not what it trains.
 NOT_HYPERPARAMETERS = frozenset({"model", "verbose", "context", "replay_from", "checkpoint_dir"})
+# A population member's lineage (`pipeline.tuning.pbt`): part of its fits' keys when set, left out
+# when not, so that the keys of every other search stay what they were.
+KEYED_WHEN_SET = frozenset({"member"})
 FAILURE_KINDS = ("diverged", "error")
 
 
@@ -63,7 +66,8 @@ def plain_value(name: str, value: Any) -> Any:
 
 def hyperparameters(params: dict[str, Any]) -> dict[str, Any]:
     """The estimator parameters that define a candidate, as plain JSON values (strict)."""
-    return {name: plain_value(name, value) for name, value in sorted(params.items()) if name not in NOT_HYPERPARAMETERS}
+    return {name: plain_value(name, value) for name, value in sorted(params.items())
+            if name not in NOT_HYPERPARAMETERS and not (name in KEYED_WHEN_SET and value is None)}
 
 
 def candidate_key(params: dict[str, Any]) -> str:

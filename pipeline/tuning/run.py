@@ -105,8 +105,8 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
     from ..review.report import write_report
     from ..review.significance import compare_with_best
     from ..review.tensorboard_export import write_tensorboard
-    from ..review.tables import (best_params, best_row, cv_results_frame, primary_view, pruning_summary, summary_lines,
-                                 tidy_results)
+    from ..review.tables import (best_params, best_row, cv_results_frame, last_round, primary_view, pruning_summary,
+                                 summary_lines, tidy_results)
     from ..training.callbacks import graceful_interrupt
     from ..training.context import TrainingContext
     from .records import candidate_key, fold_key
@@ -126,7 +126,7 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
             session = SearchSession(run_dir, context=context, runner=runner,
                                     max_towers=execution.max_towers if execution.fuse else 1,
                                     max_consecutive_failures=execution.max_consecutive_failures, budget=budget,
-                                    continue_rounds=config.search.pruning is not None
+                                    continue_rounds=config.search.pruning is not None or config.search.strategy == "pbt"
                                     or (config.search.strategy.startswith("halving")
                                         and config.search.resource == "epochs"))
             estimator = build_estimator(config, dataset.task, context=context, replay_from=session.store,
@@ -156,8 +156,10 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
         write_csv_atomic(fit_histories(records, keys), run_dir / "fit_histories.csv")
         fold_keys = [fold_key(x[train], y[train]) for train, _ in splits]
         write_csv_atomic(fit_table(records, keys, fold_keys, list(metrics)), run_dir / "fits.csv")
-        if results["mean_test_score"].isna().all():
-            reason = f"every candidate failed, e.g. {results['error'].iloc[0]}"
+        final = last_round(results)
+        if final["mean_test_score"].isna().all():
+            reason = f"every candidate{' of the last round' * (len(final) < len(results))} failed, e.g. " \
+                     f"{final['error'].iloc[0]}"
             update_run(run_dir, status="failed", reason=reason, finished=utc_now(), n_candidates=int(len(results)),
                        n_folds=config.cv.folds, failed_candidates=_failures(results))
             write_report(run_dir)
@@ -165,7 +167,14 @@ def run_search(config: ExperimentConfig, dataset: Dataset, run_dir: Path | None 
             raise EveryCandidateFailed(f"{reason}; see {run_dir}/report.html, change the search space and start a new run")
         chosen = best_row(results)  # for halving: the best of the last round, not necessarily rank 1
         best = best_params(results, cv_results)
-        refitted = refit(config, dataset, best, context, checkpoint_dir)
+        if config.search.strategy == "pbt":
+            from .pbt import population_summary, refit_schedule
+
+            update_run(run_dir, pbt=population_summary(search, best["member"]))
+            refitted = refit_schedule(estimator, search.schedule_of(best["member"]),
+                                      dataset.x_train, dataset.y_train, context)
+        else:
+            refitted = refit(config, dataset, best, context, checkpoint_dir)
         if config.search.pruning is not None:
             update_run(run_dir, pruning=pruning_summary(results, config.search.pruning.rungs(config.training.epochs)))
     test_scores = _test_scores(refitted, dataset, run_dir)

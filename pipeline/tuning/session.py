@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import RunFailed
-from .continuations import TowerStates
+from .continuations import TowerStates, continuation_key
 from .engine import Trained, plan_jobs
 from .records import InfrastructureFailure, resident_mb
 from .store import JOURNAL_NAME, FitStore, log_incident
@@ -155,6 +155,20 @@ class TrainFirst:
 
         # scikit-learn >= 1.9 passes a callback context through _run_search; older versions do not
         super()._run_search(train_then_replay, **({"callback_ctx": callback_ctx} if callback_ctx is not None else {}))
+
+    def _continuation(self, params: dict[str, Any]) -> str:
+        from sklearn.base import clone
+
+        return continuation_key(clone(self.estimator).set_params(**params).get_params())
+
+    def kept_states(self, params: dict[str, Any], epochs: int) -> int:
+        """How many folds of candidate `params` have a state after `epochs` (`pipeline.tuning.pbt`)."""
+        return len(self.session.states.kept(self._continuation(params), epochs)) if self.session.states else 0
+
+    def copy_states(self, source: dict[str, Any], target: dict[str, Any], epochs: int) -> None:
+        """Candidate `target` continues from the states of `source` after `epochs` (PBT's exploit step)."""
+        if self.session.states is not None:
+            self.session.states.copy(self._continuation(source), self._continuation(target), epochs)
 
     def batch_done(self) -> None:
         """A batch of a pruned search has passed all its rungs: the states its fits kept to

@@ -25,13 +25,13 @@ STRATEGY_CLASSES = {"grid": "GridSearchCV", "random": "RandomizedSearchCV",
 
 def scoring_metrics(config: ExperimentConfig, task: str) -> dict[str, str]:
     """Metric name -> scikit-learn scorer, primary first: accuracy for classes; negative MSE and R^2
-    for regression (halving and tpe, which rank by one score only, get the primary alone)."""
+    for regression (halving, tpe and pbt, which rank by one score only, get the primary alone)."""
     if task == "classification":
         primary = config.search.scoring or "accuracy"
         return {primary: primary}
     primary = config.search.scoring or "neg_mean_squared_error"
     metrics = {primary: primary}
-    if primary != "r2" and not config.search.strategy.startswith("halving") and config.search.strategy != "tpe":
+    if primary != "r2" and config.search.strategy not in ("halving-grid", "halving-random", "tpe", "pbt"):
         metrics["r2"] = "r2"
     return metrics
 
@@ -84,6 +84,10 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
         from .tpe import TPESearchCV
 
         bases = (TPESearchCV,)
+    elif search.strategy == "pbt":
+        from .pbt import PBTSearchCV
+
+        bases = (PBTSearchCV,)
     else:
         bases = (getattr(model_selection, STRATEGY_CLASSES[search.strategy]),)
         if search.pruning is not None:
@@ -101,14 +105,18 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
         return search_class(estimator, space, **common, **halving)
     if search.strategy == "halving-random":
         return search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
+    if search.strategy == "pbt":
+        searched = {name for grid in search.grids() for name in grid}
+        return search_class(estimator, search.grids(), pbt=search.pbt, epochs=config.training.epochs,
+                            perturbed=search.pbt.perturbed(searched), random_state=config.seed, **common)
     if search.strategy == "tpe":
         built = search_class(estimator, search.grids(), n_trials=search.n_trials, batch=search.batch,
                              random_state=config.seed, **common)
     else:
         built = search_class(estimator, space, n_iter=search.n_iter, random_state=config.seed, **common)
-        built.batch = search.batch
     if search.pruning is not None:
         built.ladder = Ladder(search.pruning.rungs(config.training.epochs), search.pruning.reduction)
+        built.batch = search.batch  # a pruned random search's batches (PrunedRandom); tpe's own argument
     return built
 
 

@@ -116,6 +116,29 @@ def test_a_pruned_tpe_search_killed_and_resumed_asks_and_scores_what_an_uninterr
         json.loads((straight_dir / "run.json").read_text())["pruning"]
 
 
+PBT_SEARCH = {"strategy": "pbt", "pbt": {"population": 4, "interval": 1}, "params": {
+    "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.05},
+    "model__hidden_layers": [[12], [16]]}}  # 4 members x 3 intervals x 2 folds = 24 fits
+
+
+def test_a_pbt_search_killed_and_resumed_takes_over_and_scores_what_an_uninterrupted_one_does(tmp_path):
+    """SIGKILL after the first interval: on --resume the scores replay from the journal, the same
+    members take over the same leaders (their states copied again from the kept ones), and the
+    members continue from the states the killed run kept: the results equal an uninterrupted run's."""
+    config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=PBT_SEARCH)
+    assert run_main(main, ["--config", config, "--output-dir", tmp_path / "straight", "--quiet"]) == 0
+    (straight_dir,) = (tmp_path / "straight").iterdir()
+    run_dir, before = _killed_after(config, tmp_path / "killed", 8, of=24)
+    assert run_main(main, ["--resume", run_dir, "--quiet"]) == 0
+    after = read_journal(run_dir / "journal.jsonl")
+    assert after[: len(before)] == before and len({(r.key, r.fold) for r in after}) == len(after) == 24
+
+    resumed = pd.read_csv(run_dir / "results.csv").drop(columns=TIME_COLUMNS)
+    straight = pd.read_csv(straight_dir / "results.csv").drop(columns=TIME_COLUMNS)
+    pd.testing.assert_frame_equal(resumed, straight)
+    assert json.loads((run_dir / "run.json").read_text())["pbt"] == json.loads((straight_dir / "run.json").read_text())["pbt"]
+
+
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     config = write_config(tmp_path, training={"epochs": 3, "batch_size": 32}, search=SEARCH,
                           execution={**RECYCLED, "fuse": False})

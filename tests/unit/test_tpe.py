@@ -75,7 +75,7 @@ def test_tpe_takes_distributions_and_counts_its_trials(tmp_path):
     config = load_config(write_config(tmp_path, search={"strategy": "tpe", "n_trials": 7, "params": {
         "optimizer__learning_rate": {"distribution": "loguniform", "low": 0.001, "high": 0.1}}}), search=True)
     assert first_round_candidates(config) == 7
-    with pytest.raises(PipelineError, match="distributions need strategy random, halving-random or tpe"):
+    with pytest.raises(PipelineError, match="distributions need strategy random, halving-random, tpe or pbt"):
         load_config(write_config(tmp_path, search={"strategy": "grid", "params": {
             "optimizer__learning_rate": {"distribution": "uniform", "low": 0.001, "high": 0.1}}}), search=True)
 
