@@ -153,16 +153,29 @@ class TowerDropout(keras.layers.Layer):
     def __init__(self, rates, widths, **kwargs):
         super().__init__(**kwargs)
         self.rates, self.widths = [float(r) for r in rates], [int(w) for w in widths]
+        self.drops = [rate > 0 for rate in self.rates]  # what the program's structure depends on
 
     def build(self, input_shape):
         self.seeds = self.add_weight(shape=(len(self.rates), 2), dtype="int64", initializer="zeros", trainable=False,
                                      name="seeds")  # int64: the dtype of a SeedGenerator's state here
         # a solo layer draws (its counter moves on) only when it drops something
-        self.advance = np.array([[0, 1 if rate > 0 else 0] for rate in self.rates], dtype="int64")
-        # (T, 1, 1): a unit is kept where its uniform draw is >= its tower's rate, then scaled
-        self.keep_from = np.array(self.rates, dtype="float32")[:, None, None]
-        self.scale = np.array([1.0 / (1.0 - rate) if rate > 0 else 1.0 for rate in self.rates],
-                              dtype="float32")[:, None, None]
+        self.advance = np.array([[0, 1 if drops else 0] for drops in self.drops], dtype="int64")
+        # (T, 1, 1) variables, so that one program serves other rates: a unit is kept where its
+        # uniform draw is >= its tower's rate, then scaled
+        self.keep_from = self.add_weight(shape=(len(self.rates), 1, 1), dtype="float32", initializer="zeros",
+                                         trainable=False, name="keep_from")
+        self.scale = self.add_weight(shape=(len(self.rates), 1, 1), dtype="float32", initializer="ones",
+                                     trainable=False, name="scale")
+        self.set_rates(self.rates)
+
+    def set_rates(self, rates) -> None:
+        """Give the towers these dropout rates (each dropping, or not, as the program was built)."""
+        if [rate > 0 for rate in rates] != self.drops:
+            raise ValueError("a fused program's towers drop units where it was built to: same towers with dropout")
+        self.rates = [float(r) for r in rates]
+        self.keep_from.assign(np.array(self.rates, dtype="float32")[:, None, None])
+        self.scale.assign(np.array([1.0 / (1.0 - rate) if rate > 0 else 1.0 for rate in self.rates],
+                                   dtype="float32")[:, None, None])
 
     def call(self, inputs, training=False):
         if not training:
@@ -175,15 +188,15 @@ class TowerDropout(keras.layers.Layer):
         self.seeds.assign(seeds + self.advance)
         drawn = ops.cast(tf.math.floormod(seeds, tf.int32.max - 1), "int32")  # Keras' `_cast_seed`
         draws = []  # per tower: (batch, width) uniforms; padding columns never kept, towers without dropout always
-        for t, (rate, units) in enumerate(zip(self.rates, self.widths)):
-            if rate > 0:
+        for t, (drops, units) in enumerate(zip(self.drops, self.widths)):
+            if drops:
                 uniform = tf.random.stateless_uniform((batch, units), minval=tf.cast(0.0, "float32"),
                                                       maxval=tf.cast(1.0, "float32"), dtype="float32", seed=drawn[t])
             else:
                 uniform = ops.ones((batch, units), "float32")
             draws.append(uniform if units == width else ops.pad(uniform, ((0, 0), (0, width - units)),
                                                                  constant_values=-1.0))
-        mask = ops.cast(ops.stack(draws) >= self.keep_from, inputs.dtype) * self.scale
+        mask = ops.cast(ops.stack(draws) >= self.keep_from.value, inputs.dtype) * self.scale.value
         return inputs * mask
 
 

@@ -137,6 +137,15 @@ def set_initial_state(model, states: Sequence[InitialState | TowerState]) -> Non
     _write_towers(model, [state.weights for state in states], lambda variable: variable, zeros=True)
 
 
+def set_dropout_rates(model, towers: Sequence[NetworkSpec]) -> None:
+    """Give a (possibly reused) fused model's Dropout layers these towers' rates."""
+    from .tower_layers import TowerDropout
+
+    for layer in model.layers:
+        if isinstance(layer, TowerDropout):
+            layer.set_rates([tower.dropout for tower in towers])
+
+
 def set_tower_weights(model, towers: Sequence[NetworkSpec], tower: int, weights: list[np.ndarray]) -> None:
     """Write one tower's weights (in its solo model's `get_weights()` order) into its slices."""
     _write_towers(model, [weights if t == tower else None for t in range(len(towers))], lambda variable: variable)
@@ -354,7 +363,10 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                   for tower in towers]
     elif len(start) != len(towers) or len({state.epochs for state in start}) != 1:
         raise ValueError("continued towers need one state per tower, all after the same number of epochs")
-    shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": ""}) for tower in towers)
+    # what a program is built for: the towers but their initial weights and dropout rates (whether
+    # a tower drops units is the program's; how many, a setting of it)
+    shapes = tuple(tower.model_copy(update={"init_mode": "", "bias_init": "", "dropout": tower.dropout > 0})
+                   for tower in towers)
     kind = kinds.pop()
     schedules = schedules or [ScheduleSpec()] * len(towers)
     program = TowerOptimizer.program_for(optimizers, schedules)
@@ -365,6 +377,7 @@ def fit_towers(towers: Sequence[NetworkSpec], X, y, *, task: str, optimizers: Se
                                                      program=program))
     model.optimizer.reset()
     model.optimizer.set_towers(optimizers)
+    set_dropout_rates(model, towers)
     if start is None:
         set_initial_state(model, states)
     else:

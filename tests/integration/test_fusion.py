@@ -427,6 +427,32 @@ def test_a_reused_fused_model_trains_like_a_new_one(digits):
     assert fit_towers(spec, X[:300], y[:300], cache=cache, **{**fit, "optimizers": different}).model is not first.model
 
 
+def test_a_fused_model_reused_with_other_dropout_rates_trains_like_a_new_one(digits):
+    """Dropout rates are settings of a program, not its shape (what pbt perturbs every interval):
+    the program built for rates 0.2 and 0.4 trains towers at 0.3 and 0.1 as a new one does; a
+    tower that drops nothing where the program's dropped needs another program."""
+    from pipeline.training.context import ModelCache
+    from pipeline.training.towers import fit_towers
+    from pipeline.tuning.estimator import seeding
+
+    X, y = digits
+    def towers(*rates):
+        return [NetworkSpec(hidden_layers=(16, 8), init_mode="he_normal", dropout=rate) for rate in rates]
+
+    cache = ModelCache()
+    fit = dict(task="classification", optimizers=[OptimizerSpec(name="sgd", learning_rate=0.05)] * 2, epochs=2,
+               batch_size=32, seed=3, seeding=seeding)
+    first = fit_towers(towers(0.2, 0.4), X[:300], y[:300], cache=cache, **fit)
+    reused = fit_towers(towers(0.3, 0.1), X[:300], y[:300], cache=cache, **fit)
+    assert reused.model is first.model
+    reused_weights = [w.copy() for w in reused.model.get_weights()]
+    fresh = fit_towers(towers(0.3, 0.1), X[:300], y[:300], cache=ModelCache(), **fit)
+    for a, b in zip(reused_weights, fresh.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert reused.histories == fresh.histories
+    assert fit_towers(towers(0.3, 0.0), X[:300], y[:300], cache=cache, **fit).model is not first.model
+
+
 def test_groups_train_in_worker_processes_with_the_same_results(tmp_path):
     """n_jobs=2 with four groups (max_towers=2, 2 folds): half the fits run in one worker
     process, half in this one, and score what the in-process run scores, to within 0.01
