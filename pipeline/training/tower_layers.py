@@ -171,7 +171,8 @@ class TowerDropout(keras.layers.Layer):
     def set_rates(self, rates) -> None:
         """Give the towers these dropout rates (each dropping, or not, as the program was built)."""
         if [rate > 0 for rate in rates] != self.drops:
-            raise ValueError("a fused program's towers drop units where it was built to: same towers with dropout")
+            raise ValueError("a program drops units in the towers it was built to drop them in; these towers "
+                             "need another program")
         self.rates = [float(r) for r in rates]
         self.keep_from.assign(np.array(self.rates, dtype="float32")[:, None, None])
         self.scale.assign(np.array([1.0 / (1.0 - rate) if rate > 0 else 1.0 for rate in self.rates],
