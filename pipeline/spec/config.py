@@ -334,7 +334,7 @@ class ExperimentConfig(Spec):
             raise ValueError(f"search.budget_minutes: needs strategy tpe (it decides before each batch of trials), "
                              f"not {strategy}; bound the search with n_iter")
         if pruning is not None and pruning.min_epochs >= self.training.epochs:
-            raise ValueError(f"search.pruning.min_epochs {pruning.min_epochs}: the first rung must come before the "
+            raise ValueError(f"search.pruning.min_epochs: {pruning.min_epochs} puts the first rung at or after the "
                              f"last epoch (training.epochs {self.training.epochs}); lower it")
         if self.search.budget_minutes is not None and self.execution.scheduler:
             raise ValueError("search.budget_minutes counts the CPU time of this machine's search processes, which "
@@ -357,8 +357,8 @@ class ExperimentConfig(Spec):
             raise ValueError("search.strategy pbt needs search.pbt with at least interval (epochs between "
                              "exploit/explore steps), e.g. search.pbt: {population: 8, interval: 4}")
         if pbt.interval >= self.training.epochs:
-            raise ValueError(f"search.pbt.interval {pbt.interval}: members must meet at least once before the last "
-                             f"epoch (training.epochs {self.training.epochs}); lower it")
+            raise ValueError(f"search.pbt.interval: {pbt.interval} epochs leaves no meeting before the last epoch "
+                             f"(training.epochs {self.training.epochs}); lower it")
         missing = [name for name in pbt.perturb if name not in searched]
         if missing:
             raise ValueError(f"search.pbt.perturb: '{missing[0]}' is not in search.params; add its range there")

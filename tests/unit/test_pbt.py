@@ -131,7 +131,7 @@ PBT_SEARCH = {"strategy": "pbt", "pbt": {"population": 4, "interval": 1},
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"pbt": {"interval": 2}}, "search.pbt.interval 2: members must meet at least once before the last epoch"),
+    ({"pbt": {"interval": 2}}, "search.pbt.interval: 2 epochs leaves no meeting before the last epoch"),
     ({"pbt": None}, "search.strategy pbt needs search.pbt with at least interval"),
     ({"pbt": {"interval": 1, "perturb": ["model__hidden_layers"]}},
      "'model__hidden_layers' cannot change while a member trains"),

@@ -152,7 +152,7 @@ def test_the_budget_counts_the_cpu_of_child_processes(tmp_path):
     ({"strategy": "grid", "pruning": {"min_epochs": 1}}, {}, "search.pruning: needs strategy tpe or random, not grid"),
     ({"strategy": "random", "budget_minutes": 5}, {}, "search.budget_minutes: needs strategy tpe"),
     ({"strategy": "tpe", "pruning": {"min_epochs": 4}}, {"epochs": 4, "batch_size": 32},
-     "search.pruning.min_epochs 4: the first rung must come before the last epoch (training.epochs 4)"),
+     "search.pruning.min_epochs: 4 puts the first rung at or after the last epoch (training.epochs 4)"),
     ({"strategy": "tpe", "pruning": {"min_epochs": 1, "reduction": 1}}, {}, "greater than or equal to 2"),
     ({"strategy": "tpe", "pruning": {"min_epochs": 1}, "params": {"epochs": [2, 3]}}, {},
      "search.params.epochs: search.pruning sets each candidate's epochs"),
