@@ -200,6 +200,10 @@ class SearchConfig(Spec):
         """The space as a list of sub-grids (a single dict is one sub-grid)."""
         return self.params if isinstance(self.params, list) else [self.params]
 
+    def searched(self) -> set[str]:
+        """Every parameter name of the space, in any sub-grid."""
+        return {name for grid in self.grids() for name in grid}
+
 
 class ExecutionConfig(Spec):
     """How a search executes. None of it changes a result, so `--resume` may change any of it."""
@@ -339,7 +343,7 @@ class ExperimentConfig(Spec):
         if self.search.budget_minutes is not None and self.execution.scheduler:
             raise ValueError("search.budget_minutes counts the CPU time of this machine's search processes, which "
                              "an external Dask cluster's workers are not; drop the budget or execution.scheduler")
-        searched = {name for grid in self.search.grids() for name in grid}
+        searched = self.search.searched()
         self._pbt_consistent(searched)
         unknown = [name for name in self.report.curves_by if name not in searched]
         if unknown:

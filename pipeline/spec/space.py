@@ -81,21 +81,24 @@ def first_round_candidates(config: ExperimentConfig) -> int:
 
 def param_space(config: ExperimentConfig) -> list[dict[str, Any]]:
     """The config's space for scikit-learn: lists stay lists, distributions become scipy objects."""
-    def convert(spec):
-        if not isinstance(spec, dict):
-            return grid_values(spec)
-        from scipy import stats  # only for distributions: a slow import
+    return [{name: scikit_learn_values(spec) for name, spec in grid.items()} for grid in config.search.grids()]
 
-        kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
-        if kind == "choice":
-            return convert(spec["values"])
-        if kind == "uniform":
-            return stats.uniform(loc=low, scale=high - low)
-        if kind == "loguniform":
-            return stats.loguniform(low, high)
-        return stats.randint(low, high + 1)  # randint bounds are inclusive in our configs
 
-    return [{name: convert(spec) for name, spec in grid.items()} for grid in config.search.grids()]
+def scikit_learn_values(spec: ParamValues):
+    """One parameter of a space as scikit-learn's searches take it: a list of values, or a scipy
+    distribution (which draws with `.rvs(random_state=...)`)."""
+    if not isinstance(spec, dict):
+        return grid_values(spec)
+    from scipy import stats  # only for distributions: a slow import
+
+    kind, low, high = spec["distribution"], spec.get("low"), spec.get("high")
+    if kind == "choice":
+        return scikit_learn_values(spec["values"])
+    if kind == "uniform":
+        return stats.uniform(loc=low, scale=high - low)
+    if kind == "loguniform":
+        return stats.loguniform(low, high)
+    return stats.randint(low, high + 1)  # randint bounds are inclusive in our configs
 
 
 def grid_values(values: list) -> list:

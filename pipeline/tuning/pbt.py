@@ -34,20 +34,17 @@ from sklearn.model_selection._search import BaseSearchCV
 
 from ..core.errors import PipelineError
 from ..spec.config import ParamValues, PBTConfig
-from ..spec.space import grid_values
+from ..spec.space import scikit_learn_values
 from ..spec.vocabulary import NETWORK, OPTIMIZER, SCHEDULE
+from .records import plain_value
 
 
 def draw(spec: ParamValues, rng: np.random.Generator) -> Any:
-    """A value of a space's parameter: from its distribution or uniformly from its list."""
-    if isinstance(spec, dict) and spec["distribution"] != "choice":
-        low, high = spec["low"], spec["high"]
-        if spec["distribution"] == "randint":
-            return int(rng.integers(low, high + 1))
-        if spec["distribution"] == "loguniform":
-            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        return float(rng.uniform(low, high))
-    values = grid_values(spec["values"] if isinstance(spec, dict) else spec)
+    """A value of a space's parameter: from its distribution or uniformly from its list, as the
+    random strategy sees them (`scikit_learn_values`)."""
+    values = scikit_learn_values(spec)
+    if hasattr(values, "rvs"):
+        return np.asarray(values.rvs(random_state=rng)).item()  # a plain float or int
     return values[int(rng.integers(len(values)))]
 
 
@@ -59,7 +56,7 @@ def perturb(value: Any, spec: ParamValues, pbt: PBTConfig, rng: np.random.Genera
     if isinstance(spec, dict) and spec["distribution"] != "choice":
         moved = min(max(value * pbt.factors[int(rng.integers(2))], spec["low"]), spec["high"])
         return int(round(moved)) if spec["distribution"] == "randint" else float(moved)
-    values = grid_values(spec["values"] if isinstance(spec, dict) else spec)
+    values = scikit_learn_values(spec)
     index = values.index(value) + (1 if rng.uniform() < 0.5 else -1)
     return values[min(max(index, 0), len(values) - 1)]
 
@@ -172,17 +169,14 @@ class PBTSearchCV(BaseSearchCV):
 def population_summary(search: PBTSearchCV, winner: str) -> dict[str, Any]:
     """run.json's `pbt`: the settings, every member's intervals (score, perturbed values, whom
     it took over) and the winner's schedule."""
-    def plain(value):
-        return list(value) if isinstance(value, tuple) else value
-
     pbt = search.pbt
     return {
         "population": pbt.population, "interval": pbt.interval, "fraction": pbt.fraction,
         "perturbed": list(search.perturbed), "winner": winner,
         "members": [{"member": member.number, "ended_as": member.tag,
-                     "steps": [{**step, "params": {k: plain(v) for k, v in step["params"].items()}}
+                     "steps": [{**step, "params": {k: plain_value(k, v) for k, v in step["params"].items()}}
                                for step in member.steps]} for member in search.members_],
-        "schedule": [{"epochs": end, **{k: plain(v) for k, v in params.items() if k in search.perturbed}}
+        "schedule": [{"epochs": end, **{k: plain_value(k, v) for k, v in params.items() if k in search.perturbed}}
                      for end, params in search.schedule_of(winner)],
     }
 

@@ -106,9 +106,8 @@ def build_search(config: ExperimentConfig, estimator, cv, mixin: type, scoring):
     if search.strategy == "halving-random":
         return search_class(estimator, space, n_candidates=search.n_iter, **common, **halving)
     if search.strategy == "pbt":
-        searched = {name for grid in search.grids() for name in grid}
         return search_class(estimator, search.grids(), pbt=search.pbt, epochs=config.training.epochs,
-                            perturbed=search.pbt.perturbed(searched), random_state=config.seed, **common)
+                            perturbed=search.pbt.perturbed(search.searched()), random_state=config.seed, **common)
     if search.strategy == "tpe":
         built = search_class(estimator, search.grids(), n_trials=search.n_trials, batch=search.batch,
                              random_state=config.seed, **common)
